@@ -1,0 +1,341 @@
+//! Batches of points and their binary codec.
+//!
+//! One format serves the durable log and Kafka message values. It is versioned by its first four bytes
+//! so a reader can refuse a batch it does not understand instead of misreading it.
+//!
+//! # Format, version 1
+//!
+//! All integers are unsigned LEB128 varints unless said otherwise; signed values are zigzag encoded.
+//!
+//! ```text
+//! magic      "YFB"            3 bytes
+//! version    1                1 byte
+//! strings    count, then per string: length, UTF-8 bytes
+//!                             every database, measurement, tag key, tag value, field key and string
+//!                             value appears once and is referred to by its index below
+//! points     count, then per point:
+//!   series_id    u64 little endian (8 bytes)
+//!   timestamp    zigzag delta from the previous point's timestamp (the first from 0)
+//!   database     string index
+//!   measurement  string index
+//!   tags         count, then key index, value index per tag (sorted by key)
+//!   fields       count, then per field: key index, type byte, value
+//!                  float 0: 8 bytes little endian IEEE 754
+//!                  integer 1: zigzag varint
+//!                  unsigned 2: varint
+//!                  boolean 3: 1 byte, 0 or 1
+//!                  string 4: string index
+//! ```
+//!
+//! Points of one series decoded from one batch share one [`SeriesKey`] allocation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::point::{FieldType, FieldValue, Point};
+use crate::series::{SeriesId, SeriesKey};
+
+const MAGIC: &[u8; 3] = b"YFB";
+/// The codec version written by [`Batch::encode`].
+pub const VERSION: u8 = 1;
+
+/// An ordered group of points, the unit of the log and of Kafka messages.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    /// The points, in the order they were accepted.
+    pub points: Vec<Point>,
+}
+
+/// Why bytes could not be decoded as a batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The bytes do not start with the batch magic.
+    #[error("not a yaffle batch (bad magic)")]
+    BadMagic,
+    /// A version this build cannot read.
+    #[error("batch codec version {0} is not supported (this build reads version {VERSION})")]
+    UnsupportedVersion(u8),
+    /// The input ended inside a value.
+    #[error("batch truncated at byte {0}")]
+    Truncated(usize),
+    /// A malformed value at a byte offset.
+    #[error("corrupt batch at byte {offset}: {what}")]
+    Corrupt {
+        /// Byte offset of the bad value.
+        offset: usize,
+        /// What was wrong.
+        what: &'static str,
+    },
+}
+
+impl Batch {
+    /// Wraps points in a batch.
+    pub fn new(points: Vec<Point>) -> Self {
+        Self { points }
+    }
+
+    /// Encodes the batch in the current codec version.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut strings = StringTable::default();
+        let mut body = Vec::with_capacity(self.points.len() * 48);
+        let mut prev_ts = 0i64;
+        for p in &self.points {
+            body.extend_from_slice(&p.series_id.0.to_le_bytes());
+            put_varint(&mut body, zigzag(p.timestamp.wrapping_sub(prev_ts)));
+            prev_ts = p.timestamp;
+            put_varint(&mut body, strings.index(p.series.database()));
+            put_varint(&mut body, strings.index(p.series.measurement()));
+            put_varint(&mut body, p.series.tags().len() as u64);
+            for (k, v) in p.series.tags() {
+                put_varint(&mut body, strings.index(k));
+                put_varint(&mut body, strings.index(v));
+            }
+            put_varint(&mut body, p.fields.len() as u64);
+            for (k, v) in &p.fields {
+                put_varint(&mut body, strings.index(k));
+                body.push(v.field_type() as u8);
+                match v {
+                    FieldValue::Float(f) => body.extend_from_slice(&f.to_bits().to_le_bytes()),
+                    FieldValue::Integer(i) => put_varint(&mut body, zigzag(*i)),
+                    FieldValue::Unsigned(u) => put_varint(&mut body, *u),
+                    FieldValue::Boolean(b) => body.push(u8::from(*b)),
+                    FieldValue::String(s) => put_varint(&mut body, strings.index(s)),
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(body.len() + strings.bytes + strings.list.len() * 2 + 16);
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        put_varint(&mut out, strings.list.len() as u64);
+        for s in &strings.list {
+            put_varint(&mut out, s.len() as u64);
+            out.extend_from_slice(s.as_bytes());
+        }
+        put_varint(&mut out, self.points.len() as u64);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Decodes a batch written by [`Batch::encode`] of a version this build reads.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() < 4 || &bytes[..3] != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        if bytes[3] != VERSION {
+            return Err(DecodeError::UnsupportedVersion(bytes[3]));
+        }
+        let mut r = Reader { bytes, pos: 4 };
+        let n_strings = r.count(1)?;
+        let mut strings = Vec::with_capacity(n_strings);
+        for _ in 0..n_strings {
+            let len = r.count(1)?;
+            let start = r.pos;
+            let raw = r.take(len)?;
+            let s = std::str::from_utf8(raw)
+                .map_err(|_| DecodeError::Corrupt { offset: start, what: "string is not UTF-8" })?;
+            strings.push(s);
+        }
+        // A point takes at least 13 bytes (id, timestamp, 2 indexes, 2 counts).
+        let n_points = r.count(13)?;
+        let mut points = Vec::with_capacity(n_points);
+        let mut series: HashMap<u64, Arc<SeriesKey>> = HashMap::new();
+        let mut prev_ts = 0i64;
+        let mut tags = Vec::new();
+        for _ in 0..n_points {
+            let id = u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
+            let ts = prev_ts.wrapping_add(unzigzag(r.varint()?));
+            prev_ts = ts;
+            let db = r.string(&strings)?;
+            let measurement = r.string(&strings)?;
+            let n_tags = r.count(2)?;
+            tags.clear();
+            for _ in 0..n_tags {
+                tags.push((r.string(&strings)?, r.string(&strings)?));
+            }
+            let key = match series.get(&id) {
+                Some(k) if same_series(k, db, measurement, &tags) => Arc::clone(k),
+                _ => {
+                    let owned = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                    let k = Arc::new(SeriesKey::new(db, measurement, owned));
+                    series.insert(id, Arc::clone(&k));
+                    k
+                }
+            };
+            let n_fields = r.count(2)?;
+            let mut fields = Vec::with_capacity(n_fields);
+            for _ in 0..n_fields {
+                let name = r.string(&strings)?.to_string();
+                let at = r.pos;
+                let ty = FieldType::from_u8(r.take(1)?[0])
+                    .ok_or(DecodeError::Corrupt { offset: at, what: "unknown field type" })?;
+                let value = match ty {
+                    FieldType::Float => {
+                        FieldValue::Float(f64::from_bits(u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"))))
+                    }
+                    FieldType::Integer => FieldValue::Integer(unzigzag(r.varint()?)),
+                    FieldType::Unsigned => FieldValue::Unsigned(r.varint()?),
+                    FieldType::Boolean => FieldValue::Boolean(r.take(1)?[0] != 0),
+                    FieldType::String => FieldValue::String(r.string(&strings)?.to_string()),
+                };
+                fields.push((name, value));
+            }
+            points.push(Point { series: key, series_id: SeriesId(id), fields, timestamp: ts });
+        }
+        if r.pos != bytes.len() {
+            return Err(DecodeError::Corrupt { offset: r.pos, what: "trailing bytes after the last point" });
+        }
+        Ok(Self { points })
+    }
+}
+
+fn same_series(key: &SeriesKey, db: &str, measurement: &str, tags: &[(&str, &str)]) -> bool {
+    key.database() == db
+        && key.measurement() == measurement
+        && key.tags().len() == tags.len()
+        && key.tags().iter().zip(tags).all(|((k, v), (k2, v2))| k == k2 && v == v2)
+}
+
+#[derive(Default)]
+struct StringTable<'a> {
+    index: HashMap<&'a str, u64>,
+    list: Vec<&'a str>,
+    bytes: usize,
+}
+
+impl<'a> StringTable<'a> {
+    fn index(&mut self, s: &'a str) -> u64 {
+        let next = self.list.len() as u64;
+        *self.index.entry(s).or_insert_with(|| {
+            self.list.push(s);
+            self.bytes += s.len();
+            next
+        })
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or(DecodeError::Truncated(self.pos))?;
+        let s = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let start = self.pos;
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *self.bytes.get(self.pos).ok_or(DecodeError::Truncated(self.pos))?;
+            self.pos += 1;
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(DecodeError::Corrupt { offset: start, what: "varint longer than 10 bytes" })
+    }
+
+    /// Reads a count of items that take at least `min_item_bytes` each, refusing counts the remaining
+    /// input cannot hold (so a corrupt count cannot make us allocate gigabytes).
+    fn count(&mut self, min_item_bytes: usize) -> Result<usize, DecodeError> {
+        let at = self.pos;
+        let n = self.varint()?;
+        let remaining = (self.bytes.len() - self.pos) as u64;
+        if n.saturating_mul(min_item_bytes as u64) > remaining {
+            return Err(DecodeError::Corrupt { offset: at, what: "count exceeds the remaining bytes" });
+        }
+        Ok(n as usize)
+    }
+
+    fn string<'s>(&mut self, strings: &[&'s str]) -> Result<&'s str, DecodeError> {
+        let at = self.pos;
+        let i = self.varint()?;
+        strings.get(i as usize).copied().ok_or(DecodeError::Corrupt { offset: at, what: "string index out of range" })
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_value() -> impl Strategy<Value = FieldValue> {
+        prop_oneof![
+            any::<f64>().prop_filter("NaN breaks equality", |f| !f.is_nan()).prop_map(FieldValue::Float),
+            any::<i64>().prop_map(FieldValue::Integer),
+            any::<u64>().prop_map(FieldValue::Unsigned),
+            any::<bool>().prop_map(FieldValue::Boolean),
+            ".{0,12}".prop_map(FieldValue::String),
+        ]
+    }
+
+    fn arb_point() -> impl Strategy<Value = Point> {
+        let tags = proptest::collection::btree_map("[a-z ,=]{1,6}", ".{0,8}", 0..4);
+        let fields = proptest::collection::btree_map("[a-z_]{1,6}", arb_value(), 1..4);
+        ("[a-z]{0,3}", ".{1,10}", tags, fields, any::<i64>()).prop_map(|(db, m, tags, fields, ts)| {
+            let key = SeriesKey::new(db, m, tags.into_iter().collect());
+            Point::new(Arc::new(key), fields.into_iter().collect(), ts)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips(points in proptest::collection::vec(arb_point(), 0..20)) {
+            let batch = Batch::new(points);
+            let decoded = Batch::decode(&batch.encode()).unwrap();
+            prop_assert_eq!(decoded, batch);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut framed = b"YFB\x01".to_vec();
+            framed.extend_from_slice(&bytes);
+            let _ = Batch::decode(&framed);
+        }
+    }
+
+    #[test]
+    fn refuses_other_versions_and_formats() {
+        assert_eq!(Batch::decode(b"YFB\x02"), Err(DecodeError::UnsupportedVersion(2)));
+        assert_eq!(Batch::decode(b"{}"), Err(DecodeError::BadMagic));
+    }
+
+    #[test]
+    fn truncation_is_detected() {
+        let key = Arc::new(SeriesKey::new("db", "m", vec![]));
+        let bytes = Batch::new(vec![Point::new(key, vec![("f".into(), FieldValue::Float(1.0))], 5)]).encode();
+        for cut in 4..bytes.len() {
+            assert!(Batch::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn series_are_shared_within_a_batch() {
+        let key = Arc::new(SeriesKey::new("db", "m", vec![("h".into(), "a".into())]));
+        let p = |ts| Point::new(Arc::clone(&key), vec![("f".into(), FieldValue::Integer(ts))], ts);
+        let decoded = Batch::decode(&Batch::new(vec![p(1), p(2)]).encode()).unwrap();
+        assert!(Arc::ptr_eq(&decoded.points[0].series, &decoded.points[1].series));
+    }
+}

@@ -1,0 +1,24 @@
+//! Yaffle's data model and wire formats, shared by every tier.
+//!
+//! - [`Point`], [`FieldValue`]: one line of line protocol or one remote_write sample, with typed fields.
+//! - [`SeriesKey`], [`SeriesId`]: series identity (database, measurement, sorted tags) and its stable
+//!   64-bit hash, computed once at ingest and carried everywhere after.
+//! - [`Batch`]: the unit of the durable log and of Kafka messages, with one versioned binary codec.
+//! - [`line_protocol`] and [`remote_write`]: the two push formats, parsed without async and with errors
+//!   that say where (line, column) and what.
+//! - [`tsbs`]: a generator of TSBS cpu-only shaped data for benchmarks and tests.
+//!
+//! Guarantees: [`SeriesKey::id`] never changes for a given key (pinned by tests); [`Batch::decode`]
+//! returns exactly what [`Batch::encode`] was given and never panics on corrupt input.
+
+pub mod batch;
+mod escape;
+pub mod line_protocol;
+pub mod point;
+pub mod remote_write;
+pub mod series;
+pub mod tsbs;
+
+pub use batch::Batch;
+pub use point::{FieldType, FieldValue, Point};
+pub use series::{SeriesId, SeriesKey};

@@ -1,1 +1,82 @@
-fn main() {}
+//! `yaffle`: the one binary of the Yaffle metrics pipeline.
+//!
+//! - `yaffle standalone`: ingest, the durable log, the embedded store and the SQL API in one process,
+//!   with no external service. The default configuration listens on 127.0.0.1:8086 and keeps its data
+//!   under `./data`.
+//! - `yaffle query SQL`: runs SQL against the configured store.
+
+mod config;
+mod standalone;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use yaffle_store::{OutputFormat, Store};
+
+use crate::config::{CONFIG_ENV, Config};
+
+#[derive(Debug, Parser)]
+#[command(name = "yaffle", version, about = "Streaming metrics pipeline: ingest, durable tee, store, SQL")]
+struct Cli {
+    /// TOML configuration file (defaults apply without one; YAFFLE_* variables override both).
+    #[arg(long, short, global = true, env = CONFIG_ENV)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs ingest, the durable log, the embedded store and the HTTP API in one process.
+    Standalone,
+    /// Runs one SQL query against the configured store and prints the result.
+    Query {
+        /// The SQL statement (tables: `points`).
+        sql: String,
+        /// Output format.
+        #[arg(long, short, default_value = "table", value_parser = ["table", "json", "csv"])]
+        format: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Standalone => standalone::run(config).await,
+            Command::Query { sql, format } => query(config, &sql, &format).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn query(config: Config, sql: &str, format: &str) -> Result<(), String> {
+    let format = OutputFormat::parse(format).expect("clap checked the format");
+    let store = yaffle_store::embedded::EmbeddedStore::open_read_only(&config.data_dir, &config.store.embedded)
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = store.query(sql).await.map_err(|e| e.to_string())?;
+    let bytes = result.render(format).map_err(|e| e.to_string())?;
+    use std::io::Write;
+    std::io::stdout().write_all(&bytes).map_err(|e| e.to_string())
+}

@@ -158,6 +158,8 @@ pub struct Line<'a> {
     pub timestamp: Option<i64>,
     /// 1-based line number in the input.
     pub line_number: usize,
+    /// The line's bytes, without its newline.
+    pub raw: &'a [u8],
 }
 
 /// What is wrong with a line. Messages follow InfluxDB's where it has one.
@@ -225,20 +227,40 @@ impl fmt::Display for ErrorKind {
 }
 
 /// A rejected line: where, why, and the line's text (cut to 256 bytes).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unable to parse '{text}' (line {line}, column {column}): {kind}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
     /// 1-based line number.
     pub line: usize,
-    /// 1-based byte column where the problem was found.
-    pub column: usize,
+    /// 1-based byte column where the problem was found; `None` for problems of the whole line
+    /// (duplicate keys, invalid UTF-8) found after tokenizing.
+    pub column: Option<usize>,
     /// What is wrong.
     pub kind: ErrorKind,
     /// The offending line, lossily decoded and cut.
     pub text: String,
 }
 
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unable to parse '{}' (line {}", self.text, self.line)?;
+        if let Some(c) = self.column {
+            write!(f, ", column {c}")?;
+        }
+        write!(f, "): {}", self.kind)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
 const MAX_ERROR_TEXT: usize = 256;
+
+fn error_text(raw: &[u8]) -> String {
+    let mut text = String::from_utf8_lossy(&raw[..raw.len().min(MAX_ERROR_TEXT)]).into_owned();
+    if text.ends_with('\r') {
+        text.pop();
+    }
+    text
+}
 
 /// Bytes that end or escape a token, per context.
 const fn table(stops: &[u8]) -> [bool; 256] {
@@ -285,6 +307,14 @@ impl<'a> Parser<'a> {
         match self.parse_line(start, out) {
             Ok(extra_newlines) => {
                 let len = self.pos - start;
+                let content_end = if self.input[..self.pos].ends_with(b"\r\n") {
+                    self.pos - 2
+                } else if self.input[..self.pos].ends_with(b"\n") {
+                    self.pos - 1
+                } else {
+                    self.pos
+                };
+                out.raw = &self.input[start..content_end];
                 self.line += extra_newlines;
                 if len > self.max_line_bytes {
                     return Some(Err(self.error_at(
@@ -308,12 +338,7 @@ impl<'a> Parser<'a> {
 
     fn error_at(&self, start: usize, at: usize, kind: ErrorKind, line: usize) -> ParseError {
         let end = memchr::memchr(b'\n', &self.input[start..]).map_or(self.input.len(), |i| start + i);
-        let end = end.min(start + MAX_ERROR_TEXT);
-        let mut text = String::from_utf8_lossy(&self.input[start..end]).into_owned();
-        if text.ends_with('\r') {
-            text.pop();
-        }
-        ParseError { line, column: at.saturating_sub(start) + 1, kind, text }
+        ParseError { line, column: Some(at.saturating_sub(start) + 1), kind, text: error_text(&self.input[start..end]) }
     }
 
     /// Moves past blank lines and comments; returns the start of the next line with content.
@@ -561,7 +586,16 @@ fn parse_uint(s: &[u8]) -> Result<u64, ErrorKind> {
 impl Line<'_> {
     /// Builds the owned point for `database`, with `default_timestamp` (nanoseconds) when the line had
     /// none. Checks UTF-8 and duplicate tag and field keys.
-    pub fn to_point(&self, database: &str, default_timestamp: i64) -> Result<Point, ErrorKind> {
+    pub fn to_point(&self, database: &str, default_timestamp: i64) -> Result<Point, ParseError> {
+        self.build(database, default_timestamp).map_err(|kind| ParseError {
+            line: self.line_number,
+            column: None,
+            kind,
+            text: error_text(self.raw),
+        })
+    }
+
+    fn build(&self, database: &str, default_timestamp: i64) -> Result<Point, ErrorKind> {
         let utf8 = |s: &LpStr<'_>| s.unescape().map(Cow::into_owned).map_err(|_| ErrorKind::InvalidUtf8);
         let measurement = utf8(&self.measurement)?;
         let mut tags = Vec::with_capacity(self.tags.len());

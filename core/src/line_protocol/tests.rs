@@ -8,7 +8,7 @@ fn parse_all(input: &str, precision: Precision) -> Vec<Result<Point, (usize, Str
     let mut out = Vec::new();
     while let Some(r) = parser.next_into(&mut line) {
         out.push(match r {
-            Ok(()) => line.to_point("db", -1).map_err(|k| (line.line_number, k.to_string())),
+            Ok(()) => line.to_point("db", -1).map_err(|e| (e.line, e.kind.to_string())),
             Err(e) => Err((e.line, e.kind.to_string())),
         });
     }
@@ -156,11 +156,11 @@ fn bad_lines_are_skipped_and_reported_with_their_line_and_column() {
     }
     assert_eq!(results[0], Ok(1));
     let e = results[1].clone().unwrap_err();
-    assert_eq!((e.line, e.column, e.text.as_str()), (2, 4, "m,t f=1"));
+    assert_eq!((e.line, e.column, e.text.as_str()), (2, Some(4), "m,t f=1"));
     assert_eq!(e.to_string(), "unable to parse 'm,t f=1' (line 2, column 4): missing tag value");
     assert_eq!(results[2], Ok(2));
     let e = results[3].clone().unwrap_err();
-    assert_eq!((e.line, e.column), (4, 5));
+    assert_eq!((e.line, e.column), (4, Some(5)));
 }
 
 #[test]
@@ -180,7 +180,9 @@ fn invalid_utf8_is_reported() {
     let mut parser = Parser::new(b"m\xff f=1", Precision::Nanoseconds);
     let mut line = Line::default();
     parser.next_into(&mut line).unwrap().unwrap();
-    assert_eq!(line.to_point("db", 0), Err(ErrorKind::InvalidUtf8));
+    let e = line.to_point("db", 0).unwrap_err();
+    assert_eq!((&e.kind, e.column), (&ErrorKind::InvalidUtf8, None));
+    assert_eq!(e.to_string(), "unable to parse 'm\u{fffd} f=1' (line 1): invalid UTF-8");
 }
 
 #[test]

@@ -1,0 +1,295 @@
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use bytesize::ByteSize;
+use http_body_util::BodyExt;
+use prometheus_client::registry::Registry;
+use prost::Message;
+use tokio::sync::watch;
+use tower::ServiceExt;
+use yaffle_core::remote_write::{Label, Sample, TimeSeries, WriteRequest};
+use yaffle_store::Store;
+use yaffle_store::embedded::{EmbeddedConfig, EmbeddedStore};
+
+use super::*;
+use crate::log::LogConfig;
+use crate::sinks::store::{StoreSink, StoreSinkConfig};
+
+struct Harness {
+    state: AppState,
+    _dir: tempfile::TempDir,
+    _stop: watch::Sender<bool>,
+}
+
+async fn harness_with(limits: LimitsConfig, auth: AuthConfig) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    let log = Arc::new(Log::open(dir.path(), &LogConfig::default(), Arc::clone(&metrics)).unwrap());
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), &EmbeddedConfig::default()).await.unwrap());
+    let field_types = Arc::new(FieldTypes::open(&dir.path().join("fields.jsonl")).unwrap());
+    let (stop, stopped) = watch::channel(false);
+    let sink_config = StoreSinkConfig { flush_interval: Duration::from_millis(20), ..StoreSinkConfig::default() };
+    tokio::spawn(StoreSink::new(Arc::clone(&log), Arc::clone(&store), sink_config, Arc::clone(&metrics)).run(stopped));
+    let state = AppState {
+        log,
+        field_types,
+        store,
+        metrics,
+        registry: Arc::new(registry),
+        http: Arc::new(HttpConfig::default()),
+        limits: Arc::new(limits),
+        auth: Arc::new(auth),
+    };
+    Harness { state, _dir: dir, _stop: stop }
+}
+
+async fn harness() -> Harness {
+    harness_with(LimitsConfig::default(), AuthConfig::default()).await
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+async fn send(h: &Harness, req: Request<Body>) -> Reply {
+    let resp = app(h.state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    Reply { status, headers, body }
+}
+
+fn post(uri: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(uri).body(body.into()).unwrap()
+}
+
+async fn sql(h: &Harness, q: &str) -> serde_json::Value {
+    let uri = format!("/api/v1/sql?q={}", urlencode(q));
+    let r = send(h, Request::get(uri).body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.json()
+}
+
+fn urlencode(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)]).unwrap()[1..].to_string()
+}
+
+/// Waits until the store has `n` rows for `q` (a SELECT of one count column named n).
+async fn wait_rows(h: &Harness, where_clause: &str, n: u64) {
+    let q = format!("SELECT count(*) AS n FROM points WHERE {where_clause}");
+    for _ in 0..250 {
+        if sql(h, &q).await[0]["n"] == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{q}: {:?}, expected {n}", sql(h, &q).await);
+}
+
+#[tokio::test]
+async fn v1_write_is_acknowledged_and_queryable() {
+    let h = harness().await;
+    let r = send(
+        &h,
+        post("/write?db=telegraf&precision=s", "cpu,host=a usage=1.5,n=2i 1700000000\nmem,host=a free=3u 1700000001"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    wait_rows(&h, "database = 'telegraf'", 3).await;
+    let rows = sql(&h, "SELECT measurement, field, value, value_int, value_uint, tags['host'] AS host, CAST(time AS BIGINT) AS t FROM points ORDER BY field").await;
+    assert_eq!(rows[0]["field"], "free");
+    assert_eq!(rows[0]["value_uint"], 3);
+    assert_eq!(rows[1]["value_int"], 2);
+    assert_eq!(rows[2]["value"], 1.5);
+    assert_eq!(rows[2]["host"], "a");
+    assert_eq!(rows[2]["t"], 1_700_000_000_000_000_000i64);
+}
+
+#[tokio::test]
+async fn partial_writes_keep_good_lines_and_report_bad_ones_like_influxdb() {
+    let h = harness().await;
+    let body = "m v=1 1\nm,bad v=1 2\nm v=3 3\nm v= 4\n";
+    let r = send(&h, post("/write?db=db", body)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let error = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.starts_with("partial write: unable to parse 'm,bad v=1 2' (line 2, column 6): missing tag value"),
+        "{error}"
+    );
+    assert!(error.contains("(line 4, column 5): missing field value"), "{error}");
+    assert!(error.ends_with("dropped=2"), "{error}");
+    assert!(r.headers["X-Influxdb-Error"].to_str().unwrap().starts_with("partial write:"));
+    wait_rows(&h, "database = 'db'", 2).await;
+}
+
+#[tokio::test]
+async fn field_type_conflicts_are_rejected_per_point() {
+    let h = harness().await;
+    assert_eq!(send(&h, post("/write?db=db", "m v=1 1")).await.status, StatusCode::NO_CONTENT);
+    let r = send(&h, post("/api/v2/write?bucket=db&org=o", "m v=2i 2\nm v=3 3\nm,h=x v=\"s\" 4")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let v = r.json();
+    assert_eq!(v["code"], "invalid");
+    assert_eq!(
+        v["message"],
+        "partial write: field type conflict: input field \"v\" on measurement \"m\" is type integer, already exists as type float\n\
+         field type conflict: input field \"v\" on measurement \"m\" is type string, already exists as type float dropped=2"
+    );
+    wait_rows(&h, "database = 'db'", 2).await;
+    // Another database has its own types.
+    assert_eq!(send(&h, post("/write?db=other", "m v=2i 2")).await.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn gzip_bodies_and_the_v2_api() {
+    let h = harness().await;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"m,t=1 v=1 1000").unwrap();
+    let req = Request::post("/api/v2/write?org=o&bucket=b&precision=ms")
+        .header("Content-Encoding", "gzip")
+        .body(Body::from(gz.finish().unwrap()))
+        .unwrap();
+    assert_eq!(send(&h, req).await.status, StatusCode::NO_CONTENT);
+    wait_rows(&h, "database = 'b' AND time = to_timestamp_nanos(1000000000)", 1).await;
+}
+
+#[tokio::test]
+async fn limits_are_enforced_and_named() {
+    let limits = LimitsConfig {
+        max_body_bytes: ByteSize::b(100),
+        max_decompressed_bytes: ByteSize::b(200),
+        max_line_bytes: ByteSize::b(30),
+        max_points_per_request: 2,
+    };
+    let h = harness_with(limits, AuthConfig::default()).await;
+    let r = send(&h, post("/write", "m v=1\n".repeat(20))).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(r.json()["error"].as_str().unwrap().contains("limits.max_body_bytes (100 bytes)"));
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![b'#'; 10_000]).unwrap();
+    let bomb =
+        Request::post("/write").header("Content-Encoding", "gzip").body(Body::from(gz.finish().unwrap())).unwrap();
+    let r = send(&h, bomb).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(r.json()["error"].as_str().unwrap().contains("limits.max_decompressed_bytes (200 bytes)"));
+
+    let r = send(&h, post("/write", "m v=1\nm v=2\nm v=3")).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(r.json()["error"].as_str().unwrap().contains("limits.max_points_per_request (2)"));
+
+    let r = send(&h, post("/write?db=lim", "m v=1 1\nmeasurement,tag=aaaaaaaaaaaaaaaaaaaaaa v=1 2")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("(line 2, column 31): line longer than limits.max_line_bytes (30 bytes)")
+    );
+    wait_rows(&h, "database = 'lim'", 1).await;
+}
+
+#[tokio::test]
+async fn auth_refuses_writes_without_a_valid_token_and_stores_nothing() {
+    let h = harness_with(LimitsConfig::default(), AuthConfig { tokens: vec!["tok".into()] }).await;
+    let r = send(&h, post("/write?db=a", "m v=1")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = send(
+        &h,
+        Request::post("/api/v2/write?bucket=a")
+            .header("Authorization", "Token nope")
+            .body(Body::from("m v=1"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((r.status, r.json()["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+    assert_eq!(h.state.log.end(), 0, "nothing reached the log");
+    assert_eq!(send(&h, post("/write?db=a&u=x&p=tok", "m v=1")).await.status, StatusCode::NO_CONTENT);
+    let ok =
+        Request::post("/api/v2/write?bucket=a").header("Authorization", "Token tok").body(Body::from("m v=1")).unwrap();
+    assert_eq!(send(&h, ok).await.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn remote_write_keeps_names_and_labels_and_accepts_metadata_only_requests() {
+    let h = harness().await;
+    let req = WriteRequest {
+        timeseries: vec![TimeSeries {
+            labels: vec![
+                Label { name: "__name__".into(), value: "http_requests_total".into() },
+                Label { name: "job".into(), value: "api".into() },
+            ],
+            samples: vec![Sample { value: 4.0, timestamp: 1_700_000_000_123 }],
+        }],
+    };
+    let body = snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).unwrap();
+    let request = Request::post("/api/v1/write")
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(Body::from(body))
+        .unwrap();
+    assert_eq!(send(&h, request).await.status, StatusCode::NO_CONTENT);
+    let empty = snap::raw::Encoder::new().compress_vec(&[]).unwrap();
+    assert_eq!(send(&h, post("/api/v1/write", empty)).await.status, StatusCode::NO_CONTENT);
+    wait_rows(&h, "database = 'prometheus'", 1).await;
+    let rows = sql(&h, "SELECT measurement, field, value, tags['job'] AS job, series_key FROM points").await;
+    assert_eq!(rows[0]["measurement"], "http_requests_total");
+    assert_eq!(rows[0]["job"], "api");
+    assert_eq!(rows[0]["series_key"], "prometheus/http_requests_total,job=api");
+    let r = send(&h, post("/api/v1/write", "garbage")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json()["error"].as_str().unwrap().starts_with("remote_write: snappy"));
+}
+
+#[tokio::test]
+async fn ping_query_health_and_metrics() {
+    let h = harness().await;
+    let r = send(&h, Request::head("/ping").body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(r.headers["X-Influxdb-Version"], INFLUXDB_COMPAT_VERSION);
+
+    let r = send(&h, post("/query?q=CREATE%20DATABASE%20%22telegraf%22", "")).await;
+    assert_eq!((r.status, r.json()), (StatusCode::OK, serde_json::json!({"results": [{"statement_id": 0}]})));
+    let form = Request::post("/query")
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(Body::from("q=create+database+x"))
+        .unwrap();
+    assert_eq!(send(&h, form).await.status, StatusCode::OK);
+    let r = send(&h, Request::get("/query?q=SELECT%20*%20FROM%20cpu").body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
+    assert!(r.json()["error"].as_str().unwrap().contains("/api/v1/sql"));
+
+    assert_eq!(send(&h, Request::get("/health").body(Body::empty()).unwrap()).await.json()["status"], "pass");
+    send(&h, post("/write?db=m", "m v=1")).await;
+    let r = send(&h, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert!(r.body.contains("yaffle_ingest_points_total{endpoint=\"write\"} 1"), "{}", r.body);
+    assert!(r.body.contains("yaffle_ingest_requests_total{endpoint=\"write\",status=\"204\"} 1"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn sql_formats_and_errors() {
+    let h = harness().await;
+    send(&h, post("/write?db=f", "m v=1 1")).await;
+    wait_rows(&h, "database = 'f'", 1).await;
+    let csv = send(&h, post("/api/v1/sql?format=csv", "SELECT field, value FROM points")).await;
+    assert_eq!((csv.status, csv.body.as_str()), (StatusCode::OK, "field,value\nv,1.0\n"));
+    assert_eq!(csv.headers["content-type"], "text/csv; charset=utf-8");
+    let bad = send(&h, post("/api/v1/sql", "SELECT nope FROM points")).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.json()["error"].as_str().unwrap().contains("nope"));
+    let missing = send(&h, Request::get("/api/v1/sql").body(Body::empty()).unwrap()).await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+}

@@ -1,0 +1,289 @@
+//! Write endpoints: line protocol (InfluxDB 1.x and 2.x) and Prometheus remote_write.
+
+use std::io::Read;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tracing::instrument;
+use yaffle_core::line_protocol::{Line, Parser, Precision};
+use yaffle_core::{Batch, Point, remote_write};
+
+use super::{AppState, Dialect, auth, count, error_response};
+use crate::config::LimitsConfig;
+use crate::log::now_ns;
+use crate::metrics::{EndpointLabels, RejectLabels};
+
+/// Bodies larger than this are parsed on the blocking pool, off the async workers.
+const INLINE_PARSE_BYTES: usize = 256 << 10;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct V1Params {
+    db: Option<String>,
+    #[allow(dead_code)] // accepted for compatibility: retention is configured per table
+    rp: Option<String>,
+    precision: Option<String>,
+    p: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct V2Params {
+    bucket: Option<String>,
+    precision: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RemoteWriteParams {
+    db: Option<String>,
+}
+
+#[instrument(skip_all, fields(db = tracing::field::Empty, points = tracing::field::Empty))]
+pub(super) async fn influx_v1(
+    State(s): State<AppState>,
+    Query(q): Query<V1Params>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let db = q.db.filter(|d| !d.is_empty()).unwrap_or_else(|| s.http.default_database.clone());
+    let r = line_protocol(&s, Dialect::V1, "write", db, q.precision, q.p.as_deref(), &headers, body).await;
+    count(&s, "write", &r);
+    r
+}
+
+#[instrument(skip_all, fields(db = tracing::field::Empty, points = tracing::field::Empty))]
+pub(super) async fn influx_v2(
+    State(s): State<AppState>,
+    Query(q): Query<V2Params>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let db = q.bucket.filter(|d| !d.is_empty()).unwrap_or_else(|| s.http.default_database.clone());
+    let r = line_protocol(&s, Dialect::V2, "api_v2_write", db, q.precision, None, &headers, body).await;
+    count(&s, "api_v2_write", &r);
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn line_protocol(
+    s: &AppState,
+    dialect: Dialect,
+    endpoint: &'static str,
+    db: String,
+    precision: Option<String>,
+    password: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    tracing::Span::current().record("db", db.as_str());
+    if !auth::authorized(&s.auth, headers, password) {
+        return error_response(dialect, StatusCode::UNAUTHORIZED, "authorization failed");
+    }
+    let precision = match Precision::parse(precision.as_deref().unwrap_or("")) {
+        Some(p) => p,
+        None => {
+            let msg = format!("invalid precision {:?}: use n, ns, u, us, ms, s, m or h", precision.unwrap_or_default());
+            return error_response(dialect, StatusCode::BAD_REQUEST, &msg);
+        }
+    };
+    let raw = match read_body(s, endpoint, headers, body).await {
+        Ok(b) => b,
+        Err((status, msg)) => return error_response(dialect, status, &msg),
+    };
+    let body = match decompress(headers, raw, &s.limits) {
+        Ok(b) => b,
+        Err((status, msg)) => return error_response(dialect, status, &msg),
+    };
+    let limits = s.limits.as_ref().clone();
+    let now = now_ns();
+    let parsed = if body.len() > INLINE_PARSE_BYTES {
+        tokio::task::spawn_blocking(move || parse(&body, &db, precision, now, &limits))
+            .await
+            .expect("parse task panicked")
+    } else {
+        parse(&body, &db, precision, now, &limits)
+    };
+    let (points, errors) = match parsed {
+        Ok(p) => p,
+        Err(msg) => {
+            s.metrics.rejected_points.get_or_create(&RejectLabels { endpoint, reason: "too_many_points" }).inc();
+            return error_response(dialect, StatusCode::PAYLOAD_TOO_LARGE, &msg);
+        }
+    };
+    if !errors.is_empty() {
+        s.metrics
+            .rejected_points
+            .get_or_create(&RejectLabels { endpoint, reason: "parse" })
+            .inc_by(errors.len() as u64);
+    }
+    store_points(s, dialect, endpoint, points, errors).await
+}
+
+/// Checks field types, appends what is valid, and answers: 204, or 400 with InfluxDB's partial-write
+/// message when some points were rejected (the valid ones are kept), or 503 when the log refuses.
+async fn store_points(
+    s: &AppState,
+    dialect: Dialect,
+    endpoint: &'static str,
+    points: Vec<Point>,
+    mut errors: Vec<String>,
+) -> Response {
+    let conflicts = match s.field_types.check(&points) {
+        Ok(c) => c,
+        Err(e) => return error_response(dialect, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
+    let mut kept = Vec::with_capacity(points.len());
+    for (p, conflict) in points.into_iter().zip(conflicts) {
+        match conflict {
+            None => kept.push(p),
+            Some(c) => {
+                s.metrics
+                    .rejected_points
+                    .get_or_create(&RejectLabels { endpoint, reason: "field_type_conflict" })
+                    .inc();
+                errors.push(c.to_string());
+            }
+        }
+    }
+    tracing::Span::current().record("points", kept.len());
+    if !kept.is_empty() {
+        let n = kept.len() as u64;
+        if let Err(e) = s.log.append(Batch::new(kept).encode()).await {
+            tracing::warn!(error = %e, "write refused by the log");
+            return error_response(
+                dialect,
+                StatusCode::from_u16(e.http_status()).expect("valid status"),
+                &e.to_string(),
+            );
+        }
+        s.metrics.points.get_or_create(&EndpointLabels { endpoint }).inc_by(n);
+    }
+    if errors.is_empty() {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        let msg = format!("partial write: {} dropped={}", errors.join("\n"), errors.len());
+        error_response(dialect, StatusCode::BAD_REQUEST, &msg)
+    }
+}
+
+/// Parses a body into points and per-line errors; fails only when the request has too many points.
+fn parse(
+    body: &[u8],
+    db: &str,
+    precision: Precision,
+    now: i64,
+    limits: &LimitsConfig,
+) -> Result<(Vec<Point>, Vec<String>), String> {
+    let mut parser = Parser::new(body, precision).with_max_line_bytes(limits.max_line_bytes.as_u64() as usize);
+    let mut line = Line::default();
+    let mut points = Vec::new();
+    let mut errors = Vec::new();
+    while let Some(r) = parser.next_into(&mut line) {
+        match r {
+            Ok(()) => match line.to_point(db, now) {
+                Ok(p) => {
+                    if points.len() == limits.max_points_per_request {
+                        return Err(format!(
+                            "request has more than limits.max_points_per_request ({}) points",
+                            limits.max_points_per_request
+                        ));
+                    }
+                    points.push(p);
+                }
+                Err(e) => errors.push(e.to_string()),
+            },
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    Ok((points, errors))
+}
+
+#[instrument(skip_all, fields(db = tracing::field::Empty, points = tracing::field::Empty))]
+pub(super) async fn remote_write(
+    State(s): State<AppState>,
+    Query(q): Query<RemoteWriteParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let r = remote_write_inner(&s, q, &headers, body).await;
+    count(&s, "api_v1_write", &r);
+    r
+}
+
+async fn remote_write_inner(s: &AppState, q: RemoteWriteParams, headers: &HeaderMap, body: Body) -> Response {
+    const ENDPOINT: &str = "api_v1_write";
+    let db = q.db.filter(|d| !d.is_empty()).unwrap_or_else(|| s.http.remote_write_database.clone());
+    tracing::Span::current().record("db", db.as_str());
+    if !auth::authorized(&s.auth, headers, None) {
+        return error_response(Dialect::V1, StatusCode::UNAUTHORIZED, "authorization failed");
+    }
+    let body = match read_body(s, ENDPOINT, headers, body).await {
+        Ok(b) => b,
+        Err((status, msg)) => return error_response(Dialect::V1, status, &msg),
+    };
+    let limits = remote_write::Limits {
+        max_decompressed_bytes: s.limits.max_decompressed_bytes.as_u64() as usize,
+        max_points: s.limits.max_points_per_request,
+    };
+    match remote_write::decode(&body, &db, &limits) {
+        Ok(points) => store_points(s, Dialect::V1, ENDPOINT, points, Vec::new()).await,
+        Err(e) => {
+            s.metrics.rejected_points.get_or_create(&RejectLabels { endpoint: ENDPOINT, reason: "decode" }).inc();
+            let status = match e {
+                remote_write::RemoteWriteError::TooLarge { .. }
+                | remote_write::RemoteWriteError::TooManyPoints { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            error_response(Dialect::V1, status, &format!("remote_write: {e}"))
+        }
+    }
+}
+
+/// Reads the body within `limits.max_body_bytes`.
+async fn read_body(
+    s: &AppState,
+    endpoint: &'static str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, (StatusCode, String)> {
+    let limit = s.limits.max_body_bytes.as_u64() as usize;
+    let too_large = |size: String| {
+        (StatusCode::PAYLOAD_TOO_LARGE, format!("request body{size} exceeds limits.max_body_bytes ({limit} bytes)"))
+    };
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if let Some(n) = declared.filter(|&n| n > limit) {
+        return Err(too_large(format!(" of {n} bytes")));
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| too_large(String::new()))?;
+    s.metrics.request_bytes.get_or_create(&EndpointLabels { endpoint }).inc_by(bytes.len() as u64);
+    Ok(bytes)
+}
+
+/// Undoes `Content-Encoding: gzip` within `limits.max_decompressed_bytes`.
+fn decompress(headers: &HeaderMap, body: Bytes, limits: &LimitsConfig) -> Result<Bytes, (StatusCode, String)> {
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    match encoding.trim().to_ascii_lowercase().as_str() {
+        "identity" | "" => Ok(body),
+        "gzip" | "x-gzip" => {
+            let limit = limits.max_decompressed_bytes.as_u64();
+            let mut out = Vec::with_capacity(body.len() * 4);
+            flate2::read::MultiGzDecoder::new(&body[..])
+                .take(limit + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid gzip body: {e}")))?;
+            if out.len() as u64 > limit {
+                return Err((
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("decompressed body exceeds limits.max_decompressed_bytes ({limit} bytes)"),
+                ));
+            }
+            Ok(Bytes::from(out))
+        }
+        other => Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("unsupported Content-Encoding {other:?}: use gzip or none"),
+        )),
+    }
+}

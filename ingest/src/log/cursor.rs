@@ -1,0 +1,92 @@
+//! Named cursors: each sink's persisted read position.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use super::config::CursorConfig;
+
+/// The sinks that read the log, each through its own cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CursorName {
+    /// The store sink.
+    Store,
+    /// The Kafka sink (and, standalone, downsampling).
+    Kafka,
+    /// The alert sink.
+    Alert,
+}
+
+impl CursorName {
+    /// All cursors, in a fixed order.
+    pub const ALL: [CursorName; 3] = [CursorName::Store, CursorName::Kafka, CursorName::Alert];
+
+    /// The cursor's name in files, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CursorName::Store => "store",
+            CursorName::Kafka => "kafka",
+            CursorName::Alert => "alert",
+        }
+    }
+
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for CursorName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct CursorState {
+    pub(super) name: CursorName,
+    pub(super) config: CursorConfig,
+    /// Last committed position (persisted).
+    pub(super) committed: AtomicU64,
+    /// Positions below this were dropped for this cursor by the `drop_oldest` policy.
+    pub(super) floor: AtomicU64,
+    file: PathBuf,
+}
+
+impl CursorState {
+    /// Loads the persisted position, or starts at `start` for a cursor never committed.
+    pub(super) fn load(dir: &Path, name: CursorName, config: CursorConfig, start: u64) -> std::io::Result<Self> {
+        let file = dir.join(format!("{}.cursor", name.as_str()));
+        let committed = match fs::read_to_string(&file) {
+            Ok(s) => s.trim().parse().map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: not a position: {s:?}", file.display()),
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => start,
+            Err(e) => return Err(e),
+        };
+        Ok(Self { name, config, committed: AtomicU64::new(committed), floor: AtomicU64::new(0), file })
+    }
+
+    /// The position below which this cursor needs nothing.
+    pub(super) fn effective(&self) -> u64 {
+        self.committed.load(Ordering::Acquire).max(self.floor.load(Ordering::Acquire))
+    }
+
+    /// Persists a position (atomically: write, fsync, rename).
+    pub(super) fn persist(&self, position: u64) -> std::io::Result<()> {
+        let tmp = self.file.with_extension("cursor.tmp");
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(position.to_string().as_bytes())?;
+        f.sync_data()?;
+        fs::rename(&tmp, &self.file)?;
+        self.committed.fetch_max(position, Ordering::AcqRel);
+        Ok(())
+    }
+}

@@ -1,0 +1,75 @@
+//! `yaffle standalone`: every tier in one process, no external service.
+
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use yaffle_ingest::Metrics;
+use yaffle_ingest::http::{self, AppState};
+use yaffle_ingest::log::{Log, now_ns};
+use yaffle_ingest::schema::FieldTypes;
+use yaffle_ingest::sinks::store::StoreSink;
+use yaffle_store::Store;
+use yaffle_store::embedded::EmbeddedStore;
+
+use crate::config::Config;
+
+/// Runs until SIGINT or SIGTERM, then stops accepting, flushes the store sink and closes the log.
+pub(crate) async fn run(config: Config) -> Result<(), String> {
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("creating data_dir {}: {e}", data_dir.display()))?;
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    let log = Arc::new(Log::open(data_dir, &config.log, Arc::clone(&metrics)).map_err(|e| e.to_string())?);
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(data_dir, &config.store.embedded).await.map_err(|e| e.to_string())?);
+    let field_types = Arc::new(FieldTypes::open(&data_dir.join("field_types.jsonl")).map_err(|e| e.to_string())?);
+
+    let (stop, stopped) = watch::channel(false);
+    let sink = StoreSink::new(Arc::clone(&log), Arc::clone(&store), config.sinks.store.clone(), Arc::clone(&metrics));
+    let sink_task = tokio::spawn(sink.run(stopped.clone()));
+    tokio::spawn(retention(Arc::clone(&store), config.store.retention_check_interval, stopped));
+
+    let listener = tokio::net::TcpListener::bind(config.http.bind)
+        .await
+        .map_err(|e| format!("cannot listen on http.bind {}: {e}", config.http.bind))?;
+    tracing::info!(bind = %config.http.bind, data_dir = %data_dir.display(), "yaffle standalone ready");
+    let state = AppState {
+        log: Arc::clone(&log),
+        field_types,
+        store,
+        metrics,
+        registry: Arc::new(registry),
+        http: Arc::new(config.http.clone()),
+        limits: Arc::new(config.limits.clone()),
+        auth: Arc::new(config.auth.clone()),
+    };
+    http::serve(listener, state, shutdown_signal()).await.map_err(|e| format!("http server: {e}"))?;
+    tracing::info!("stopping");
+    let _ = stop.send(true);
+    let _ = sink_task.await;
+    log.shutdown();
+    Ok(())
+}
+
+async fn retention(store: Arc<dyn Store>, every: std::time::Duration, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => match store.enforce_retention(now_ns()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(partitions = n, "retention dropped partitions"),
+                Err(e) => tracing::warn!(error = %e, "retention failed"),
+            },
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,195 @@
+//! The embedded store: Parquet files partitioned by time, queried with DataFusion.
+//!
+//! # Layout
+//!
+//! ```text
+//! <dir>/_commit.json                              last committed log position and the files it made
+//! <dir>/points/<partition start>/part-<position>.parquet
+//! ```
+//!
+//! A partition directory is named by its start in UTC (`20261122T000000Z`) and spans
+//! [`EmbeddedConfig::partition`]. Every write makes at most one file per partition it touches, named
+//! by the log position it ends at.
+//!
+//! # Commit protocol
+//!
+//! A write is atomic and carries its log position (see [`crate::Store`]):
+//! 1. each file is written as `*.parquet.tmp` and fsynced (queries only read `*.parquet`);
+//! 2. `_commit.json` (position and file list) is replaced atomically (write, fsync, rename, fsync dir):
+//!    this is the commit point;
+//! 3. the temporary files are renamed into place.
+//!
+//! On open, files named in `_commit.json` that are still temporary are renamed (the crash happened
+//! after the commit point) and every other temporary file is deleted (it happened before). Queries that
+//! run during step 3 may miss the newest write for a moment, never see half of a file.
+//!
+//! # Limits
+//! Each write makes a new file; a flush interval of seconds gives thousands of files a day per
+//! partition. There is no compaction yet, so keep the store sink's flush interval in seconds, not
+//! milliseconds, for long-running stores. A query racing with retention may fail with a missing file.
+
+mod files;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::context::SQLOptions;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use serde::{Deserialize, Serialize};
+use yaffle_core::Point;
+
+use crate::schema::{POINTS_TABLE, points_schema};
+use crate::{QueryResult, Retention, Store, StoreError};
+
+/// Configuration of the embedded store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedConfig {
+    /// Directory of the store, relative to the data directory unless absolute.
+    pub dir: PathBuf,
+    /// Width of a time partition: the unit retention drops.
+    #[serde(with = "humantime_serde")]
+    pub partition: Duration,
+    /// Retention per table.
+    pub retention: Retention,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("store"), partition: Duration::from_secs(86_400), retention: Retention::default() }
+    }
+}
+
+impl EmbeddedConfig {
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        let secs = self.partition.as_secs();
+        if secs == 0
+            || self.partition.subsec_nanos() != 0
+            || !86_400u64.is_multiple_of(secs) && !secs.is_multiple_of(86_400)
+        {
+            return Err(format!(
+                "store.embedded.partition must be a whole number of seconds that divides or is a multiple of a day, got {}",
+                humantime::format_duration(self.partition)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The embedded Parquet store.
+pub struct EmbeddedStore {
+    files: files::Files,
+    retention: Retention,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("files", &self.files)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store at `config.dir` under `data_dir`, finishing or rolling back a
+    /// write that a crash interrupted.
+    pub async fn open(data_dir: &Path, config: &EmbeddedConfig) -> Result<Self, StoreError> {
+        config.validate().map_err(|e| StoreError::Corrupt { path: "config".into(), reason: e })?;
+        let root = data_dir.join(&config.dir);
+        let partition_ns = config.partition.as_nanos() as i64;
+        let files = tokio::task::spawn_blocking(move || files::Files::open(root, partition_ns))
+            .await
+            .expect("store open task panicked")?;
+        Self::with_files(files, config)
+    }
+
+    /// Opens an existing store for queries only, touching no file: safe while a server writes to it.
+    /// [`Store::write_points`] and retention must not be called on it.
+    pub async fn open_read_only(data_dir: &Path, config: &EmbeddedConfig) -> Result<Self, StoreError> {
+        let root = data_dir.join(&config.dir);
+        if !root.join(POINTS_TABLE).is_dir() {
+            return Err(StoreError::Io {
+                path: root.display().to_string(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no store here: check data_dir"),
+            });
+        }
+        Self::with_files(files::Files::read_only(root, config.partition.as_nanos() as i64), config)
+    }
+
+    fn with_files(files: files::Files, config: &EmbeddedConfig) -> Result<Self, StoreError> {
+        let store = Self { files, retention: config.retention.clone() };
+        store.session()?; // fail at open, not at the first query, if the table cannot be registered
+        Ok(store)
+    }
+
+    /// A fresh session per query: DataFusion caches directory listings in its runtime, and our files
+    /// change with every flush (another process may be writing), so nothing is kept between queries.
+    /// Setting one up costs about a millisecond.
+    fn session(&self) -> Result<SessionContext, StoreError> {
+        let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(caches)
+            .build_arc()
+            .map_err(|e| StoreError::Execution(e.to_string()))?;
+        // Partitions are subdirectories; DataFusion ignores those by default.
+        let mut config = SessionConfig::new();
+        config.options_mut().execution.listing_table_ignore_subdirectory = false;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        register_table(&ctx, POINTS_TABLE, &self.files.table_dir(POINTS_TABLE), points_schema())?;
+        Ok(ctx)
+    }
+}
+
+fn register_table(
+    ctx: &SessionContext,
+    name: &str,
+    dir: &Path,
+    schema: arrow::datatypes::SchemaRef,
+) -> Result<(), StoreError> {
+    let url =
+        ListingTableUrl::parse(format!("{}/", dir.display())).map_err(|e| StoreError::Execution(e.to_string()))?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
+    let table = ListingTable::try_new(config).map_err(|e| StoreError::Execution(e.to_string()))?;
+    ctx.register_table(name, Arc::new(table)).map_err(|e| StoreError::Execution(e.to_string()))?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Store for EmbeddedStore {
+    async fn write_points(&self, points: &[Point], position: u64) -> Result<(), StoreError> {
+        self.files.write_points(points, position).await
+    }
+
+    async fn committed_position(&self) -> Result<u64, StoreError> {
+        Ok(self.files.committed_position().await)
+    }
+
+    async fn query(&self, sql: &str) -> Result<QueryResult, StoreError> {
+        let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let df = self
+            .session()?
+            .sql_with_options(sql, read_only)
+            .await
+            .map_err(|e| StoreError::InvalidQuery(e.to_string()))?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(|e| StoreError::Execution(e.to_string()))?;
+        Ok(QueryResult { schema, batches })
+    }
+
+    async fn enforce_retention(&self, now_ns: i64) -> Result<usize, StoreError> {
+        match self.retention.points {
+            Some(keep) => self.files.drop_partitions_before(POINTS_TABLE, now_ns - keep.as_nanos() as i64).await,
+            None => Ok(0),
+        }
+    }
+}

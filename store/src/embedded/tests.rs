@@ -1,0 +1,156 @@
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
+use yaffle_core::{FieldValue, Point, SeriesKey};
+
+use super::*;
+use crate::OutputFormat;
+
+const DAY: i64 = 86_400_000_000_000;
+
+fn point(db: &str, host: &str, ts: i64, fields: Vec<(&str, FieldValue)>) -> Point {
+    let key = SeriesKey::new(db, "cpu", vec![("host".into(), host.into())]);
+    Point::new(Arc::new(key), fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), ts)
+}
+
+async fn open(dir: &Path) -> EmbeddedStore {
+    EmbeddedStore::open(dir, &EmbeddedConfig::default()).await.unwrap()
+}
+
+#[tokio::test]
+async fn written_points_come_back_with_every_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let fields = vec![
+        ("f", FieldValue::Float(1.5)),
+        ("i", FieldValue::Integer(-3)),
+        ("u", FieldValue::Unsigned(u64::MAX)),
+        ("b", FieldValue::Boolean(true)),
+        ("s", FieldValue::String("hi".into())),
+    ];
+    store.write_points(&[point("db", "a", 5, fields)], 10).await.unwrap();
+    let r = store
+        .query("SELECT field, value, value_int, value_uint, value_bool, value_str, tags['host'] AS host FROM points ORDER BY field")
+        .await
+        .unwrap();
+    assert_eq!(r.num_rows(), 5);
+    let b = &r.batches[0];
+    let fields: Vec<&str> = b.column(0).as_string::<i32>().iter().map(Option::unwrap).collect();
+    assert_eq!(fields, ["b", "f", "i", "s", "u"]);
+    assert_eq!(b.column(1).as_primitive::<Float64Type>().value(1), 1.5);
+    assert!(b.column(1).is_null(0) && b.column(1).is_null(3));
+    assert_eq!(b.column(2).as_primitive::<Int64Type>().value(2), -3);
+    assert_eq!(b.column(3).as_primitive::<UInt64Type>().value(4), u64::MAX);
+    assert!(b.column(4).as_boolean().value(0));
+    assert_eq!(b.column(5).as_string::<i32>().value(3), "hi");
+    assert_eq!(b.column(6).as_string::<i32>().value(0), "a");
+    assert_eq!(store.committed_position().await.unwrap(), 10);
+}
+
+#[tokio::test]
+async fn an_empty_store_answers_with_no_rows_and_renders_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let r = store.query("SELECT time, field FROM points").await.unwrap();
+    assert_eq!(r.num_rows(), 0);
+    assert_eq!(r.render(OutputFormat::Json).unwrap(), b"[]");
+    assert_eq!(r.render(OutputFormat::Csv).unwrap(), b"time,field\n");
+    assert!(String::from_utf8(r.render(OutputFormat::Table).unwrap()).unwrap().contains("| time | field |"));
+}
+
+#[tokio::test]
+async fn replayed_positions_are_ignored_and_the_position_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let p = point("db", "a", 5, vec![("f", FieldValue::Float(1.0))]);
+    store.write_points(std::slice::from_ref(&p), 7).await.unwrap();
+    store.write_points(std::slice::from_ref(&p), 7).await.unwrap();
+    store.write_points(std::slice::from_ref(&p), 3).await.unwrap();
+    drop(store);
+    let store = open(dir.path()).await;
+    assert_eq!(store.committed_position().await.unwrap(), 7);
+    assert_eq!(store.query("SELECT * FROM points").await.unwrap().num_rows(), 1);
+}
+
+#[tokio::test]
+async fn a_crash_before_the_commit_point_rolls_back_and_after_it_rolls_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    {
+        let store = open(dir.path()).await;
+        store.write_points(&[point("db", "a", 5, vec![("f", FieldValue::Float(1.0))])], 1).await.unwrap();
+    }
+    // Simulate a crash after step 2 of a write at position 2: committed, file still temporary.
+    let part = root.join("points").join(files::partition_name(0));
+    let committed = part.join("part-00000000000000000001.parquet");
+    let moved = part.join("part-00000000000000000002.parquet");
+    std::fs::copy(&committed, moved.with_extension("parquet.tmp")).unwrap();
+    let commit = serde_json::json!({"position": 2, "files": [moved.strip_prefix(&root).unwrap()]});
+    std::fs::write(root.join("_commit.json"), commit.to_string()).unwrap();
+    // And a crash before step 2 of a write at position 3: only a temporary file.
+    let orphan = part.join("part-00000000000000000003.parquet.tmp");
+    std::fs::copy(&committed, &orphan).unwrap();
+
+    let store = open(dir.path()).await;
+    assert!(moved.exists(), "committed file was renamed into place");
+    assert!(!orphan.exists(), "uncommitted file was removed");
+    assert_eq!(store.committed_position().await.unwrap(), 2);
+    assert_eq!(store.query("SELECT * FROM points").await.unwrap().num_rows(), 2);
+}
+
+#[tokio::test]
+async fn retention_drops_whole_partitions_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig {
+        retention: Retention { points: Some(Duration::from_secs(2 * 86_400)), rollups: None },
+        ..EmbeddedConfig::default()
+    };
+    let store = EmbeddedStore::open(dir.path(), &config).await.unwrap();
+    let points: Vec<Point> =
+        (0..5).map(|d| point("db", "a", d * DAY + 1, vec![("f", FieldValue::Float(d as f64))])).collect();
+    store.write_points(&points, 1).await.unwrap();
+    // Now is day 4.5: days 0, 1 end at or before day 2.5, day 2 ends at day 3 (kept).
+    assert_eq!(store.enforce_retention(4 * DAY + DAY / 2).await.unwrap(), 2);
+    let r = store.query("SELECT min(value) AS v FROM points").await.unwrap();
+    assert_eq!(r.batches[0].column(0).as_primitive::<Float64Type>().value(0), 2.0);
+}
+
+#[tokio::test]
+async fn databases_never_mix() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let a = point("one", "h", 1, vec![("f", FieldValue::Float(1.0))]);
+    let b = point("two", "h", 1, vec![("f", FieldValue::Float(2.0))]);
+    assert_ne!(a.series_id, b.series_id);
+    store.write_points(&[a, b], 1).await.unwrap();
+    let r = store.query("SELECT count(DISTINCT series_id) AS n FROM points WHERE database = 'two'").await.unwrap();
+    assert_eq!(r.batches[0].column(0).as_primitive::<Int64Type>().value(0), 1);
+}
+
+#[tokio::test]
+async fn writes_and_ddl_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    for sql in ["CREATE TABLE x AS SELECT 1", "INSERT INTO points SELECT * FROM points", "SET a = 1", "SELEKT"] {
+        let e = store.query(sql).await.unwrap_err();
+        assert_eq!(e.http_status(), 400, "{sql}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn files_written_after_a_query_are_seen_by_the_next_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let count = async || {
+        let r = store.query("SELECT count(*) AS n FROM points").await.unwrap();
+        r.batches[0].column(0).as_primitive::<Int64Type>().value(0)
+    };
+    assert_eq!(count().await, 0);
+    assert_eq!(store.query("SELECT * FROM points").await.unwrap().num_rows(), 0);
+    store.write_points(&[point("db", "a", 1, vec![("f", FieldValue::Float(1.0))])], 1).await.unwrap();
+    assert_eq!(store.query("SELECT * FROM points").await.unwrap().num_rows(), 1);
+    assert_eq!(count().await, 1);
+    store.write_points(&[point("db", "a", 2, vec![("f", FieldValue::Float(1.0))])], 2).await.unwrap();
+    assert_eq!(count().await, 2);
+}

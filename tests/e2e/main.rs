@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `yaffle` binary on real sockets, pushed to by real clients.
+//!
+//! External peers (PyPI `influxdb` and `influxdb-client`, Debian `prometheus`) are installed by
+//! `scripts/test-deps`; a test whose peer is missing fails and says how to install it.
+
+mod clients;
+mod durability;
+mod standalone;
+mod support;

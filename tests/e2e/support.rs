@@ -1,0 +1,141 @@
+//! Starting and talking to a `yaffle standalone` process.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_yaffle");
+
+/// A free loopback port (bound and released; good enough for tests).
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `yaffle standalone` with its own data directory.
+pub(crate) struct Yaffle {
+    pub(crate) port: u16,
+    pub(crate) data_dir: PathBuf,
+    extra_env: Vec<(String, String)>,
+    /// Sent with SQL requests when auth is on.
+    token: Option<String>,
+    child: Option<Child>,
+    agent: ureq::Agent,
+}
+
+pub(crate) fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+impl Yaffle {
+    /// Starts on a free port in `data_dir`, with `env` as extra `YAFFLE_*` settings.
+    pub(crate) fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut y = Self {
+            port: free_port(),
+            data_dir: data_dir.to_path_buf(),
+            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            token: None,
+            child: None,
+            agent: agent(),
+        };
+        y.spawn();
+        y
+    }
+
+    /// Starts with authentication on, accepting `token` (which the helpers then send).
+    pub(crate) fn start_with_token(data_dir: &Path, token: &str) -> Self {
+        let mut y = Self::start(data_dir, &[("YAFFLE_AUTH__TOKENS", &format!("[{token}]"))]);
+        y.token = Some(token.to_string());
+        y
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("standalone")
+            .env("YAFFLE_DATA_DIR", &self.data_dir)
+            .env("YAFFLE_HTTP__BIND", format!("127.0.0.1:{}", self.port))
+            .env("YAFFLE_SINKS__STORE__FLUSH_INTERVAL", "100ms")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("start yaffle"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.agent.get(&self.url("/ping")).call()
+                && r.status() == 204
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("yaffle exited during start-up: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("yaffle did not answer /ping within 30 s");
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// SIGKILL, then start again on the same port and data.
+    pub(crate) fn kill9_and_restart(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        self.spawn();
+    }
+
+    /// Posts line protocol; returns the status and body.
+    pub(crate) fn write(&self, path_and_query: &str, body: &str) -> (u16, String) {
+        let mut r = self.agent.post(&self.url(path_and_query)).send(body).expect("write request");
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    }
+
+    /// Runs SQL through the HTTP API, returning the JSON rows.
+    pub(crate) fn sql(&self, q: &str) -> Vec<serde_json::Value> {
+        let mut req = self.agent.post(&self.url("/api/v1/sql"));
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Token {t}"));
+        }
+        let mut r = req.send(q).expect("sql request");
+        let body = r.body_mut().read_to_string().unwrap();
+        assert_eq!(r.status(), 200, "{q}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Polls `SELECT count(*) AS n ...` until it reaches `n`; returns the final count.
+    pub(crate) fn wait_count(&self, from_where: &str, n: u64, timeout: Duration) -> u64 {
+        let q = format!("SELECT count(*) AS n FROM points WHERE {from_where}");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.sql(&q)[0]["n"].as_u64().unwrap();
+            if got >= n || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Yaffle {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Fails with an install hint when a peer program is missing.
+pub(crate) fn require(program: &str) {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().unwrap().status.success();
+    assert!(found, "{program} is not installed: run scripts/test-deps (the README's test command does)");
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
-use yaffle_core::line_protocol::{Line, Parser, Precision};
+use yaffle_core::line_protocol::{Line, Parser, Precision, SeriesCache};
 use yaffle_core::remote_write::{self, Label, Sample, TimeSeries, WriteRequest};
 use yaffle_core::tsbs::{Scenario, generate};
 use yaffle_core::{Batch, FieldValue, Point, SeriesKey};
@@ -50,6 +50,19 @@ fn line_protocol(c: &mut Criterion) {
                 while let Some(r) = parser.next_into(&mut line) {
                     r.unwrap();
                     points.push(line.to_point("bench", 0).unwrap());
+                }
+                black_box(points)
+            })
+        });
+        g.bench_function("yaffle_to_points_cached", |b| {
+            let mut line = Line::default();
+            b.iter(|| {
+                let mut parser = Parser::new(s.text.as_bytes(), Precision::Nanoseconds);
+                let mut series = SeriesCache::new("bench");
+                let mut points = Vec::with_capacity(10_000);
+                while let Some(r) = parser.next_into(&mut line) {
+                    r.unwrap();
+                    points.push(line.to_point_cached(&mut series, 0).unwrap());
                 }
                 black_box(points)
             })

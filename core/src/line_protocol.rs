@@ -30,11 +30,12 @@
 //! ```
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use crate::point::{FieldValue, Point};
-use crate::series::SeriesKey;
+use crate::series::{SeriesId, SeriesKey};
 
 /// The unit of timestamps in a request (`precision` parameter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -160,6 +161,8 @@ pub struct Line<'a> {
     pub line_number: usize,
     /// The line's bytes, without its newline.
     pub raw: &'a [u8],
+    /// The measurement and tag bytes, as written (the key of [`SeriesCache`]).
+    pub series_raw: &'a [u8],
 }
 
 /// What is wrong with a line. Messages follow InfluxDB's where it has one.
@@ -435,6 +438,7 @@ impl<'a> Parser<'a> {
         if input.get(i) != Some(&b' ') {
             return Err((i, ErrorKind::MissingFields));
         }
+        out.series_raw = &input[start..i];
         while input.get(i) == Some(&b' ') {
             i += 1;
         }
@@ -583,19 +587,35 @@ fn parse_uint(s: &[u8]) -> Result<u64, ErrorKind> {
     Ok(v)
 }
 
-impl Line<'_> {
+impl<'a> Line<'a> {
     /// Builds the owned point for `database`, with `default_timestamp` (nanoseconds) when the line had
     /// none. Checks UTF-8 and duplicate tag and field keys.
     pub fn to_point(&self, database: &str, default_timestamp: i64) -> Result<Point, ParseError> {
-        self.build(database, default_timestamp).map_err(|kind| ParseError {
-            line: self.line_number,
-            column: None,
-            kind,
-            text: error_text(self.raw),
-        })
+        let series = self.series_key(database).map(Arc::new).map_err(|k| self.error(k))?;
+        let id = series.id();
+        self.build(series, id, default_timestamp).map_err(|k| self.error(k))
     }
 
-    fn build(&self, database: &str, default_timestamp: i64) -> Result<Point, ErrorKind> {
+    /// Like [`Line::to_point`], reusing the series of an earlier line of the same input with the same
+    /// measurement and tag bytes: no re-parsing, no re-hashing, one shared allocation.
+    pub fn to_point_cached(&self, cache: &mut SeriesCache<'a>, default_timestamp: i64) -> Result<Point, ParseError> {
+        let (series, id) = match cache.series.get(self.series_raw) {
+            Some((s, id)) => (Arc::clone(s), *id),
+            None => {
+                let s = Arc::new(self.series_key(&cache.database).map_err(|k| self.error(k))?);
+                let id = s.id();
+                cache.series.insert(self.series_raw, (Arc::clone(&s), id));
+                (s, id)
+            }
+        };
+        self.build(series, id, default_timestamp).map_err(|k| self.error(k))
+    }
+
+    fn error(&self, kind: ErrorKind) -> ParseError {
+        ParseError { line: self.line_number, column: None, kind, text: error_text(self.raw) }
+    }
+
+    fn series_key(&self, database: &str) -> Result<SeriesKey, ErrorKind> {
         let utf8 = |s: &LpStr<'_>| s.unescape().map(Cow::into_owned).map_err(|_| ErrorKind::InvalidUtf8);
         let measurement = utf8(&self.measurement)?;
         let mut tags = Vec::with_capacity(self.tags.len());
@@ -606,6 +626,11 @@ impl Line<'_> {
         if key.tags().windows(2).any(|w| w[0].0 == w[1].0) {
             return Err(ErrorKind::DuplicateTags);
         }
+        Ok(key)
+    }
+
+    fn build(&self, series: Arc<SeriesKey>, series_id: SeriesId, default_timestamp: i64) -> Result<Point, ErrorKind> {
+        let utf8 = |s: &LpStr<'_>| s.unescape().map(Cow::into_owned).map_err(|_| ErrorKind::InvalidUtf8);
         let mut fields = Vec::with_capacity(self.fields.len());
         for (k, v) in &self.fields {
             let name = utf8(k)?;
@@ -621,7 +646,22 @@ impl Line<'_> {
             };
             fields.push((name, value));
         }
-        Ok(Point::new(Arc::new(key), fields, self.timestamp.unwrap_or(default_timestamp)))
+        Ok(Point { series, series_id, fields, timestamp: self.timestamp.unwrap_or(default_timestamp) })
+    }
+}
+
+/// Series already built for the lines of one input, keyed by their measurement and tag bytes. Use one
+/// per request (it belongs to one database).
+#[derive(Debug)]
+pub struct SeriesCache<'a> {
+    database: String,
+    series: HashMap<&'a [u8], (Arc<SeriesKey>, SeriesId)>,
+}
+
+impl SeriesCache<'_> {
+    /// An empty cache for points of `database`.
+    pub fn new(database: &str) -> Self {
+        Self { database: database.to_string(), series: HashMap::new() }
     }
 }
 

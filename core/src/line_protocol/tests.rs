@@ -216,3 +216,23 @@ proptest::proptest! {
         proptest::prop_assert_eq!(&*p.series, &key);
     }
 }
+
+#[test]
+fn cached_series_give_the_same_points_and_share_keys() {
+    let input = "m,b=2,a=1 f=1 1\nm,b=2,a=1 f=2 2\nm,a=1,b=2 f=3 3\nm,a=1,a=1 f=4 4\n";
+    let mut parser = Parser::new(input.as_bytes(), Precision::Nanoseconds);
+    let mut cache = SeriesCache::new("db");
+    let mut line = Line::default();
+    let mut cached = Vec::new();
+    while let Some(r) = parser.next_into(&mut line) {
+        r.unwrap();
+        cached.push((line.to_point_cached(&mut cache, 0), line.to_point("db", 0)));
+    }
+    for (c, plain) in &cached {
+        assert_eq!(c, plain);
+    }
+    let p: Vec<&Point> = cached.iter().take(3).map(|(c, _)| c.as_ref().unwrap()).collect();
+    assert!(Arc::ptr_eq(&p[0].series, &p[1].series), "same bytes share one key");
+    assert_eq!(p[0].series_id, p[2].series_id, "another tag order is the same series");
+    assert_eq!(cached[3].0.clone().unwrap_err().kind, ErrorKind::DuplicateTags);
+}

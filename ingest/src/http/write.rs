@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tracing::instrument;
-use yaffle_core::line_protocol::{Line, Parser, Precision};
+use yaffle_core::line_protocol::{Line, Parser, Precision, SeriesCache};
 use yaffle_core::{Batch, Point, remote_write};
 
 use super::{AppState, Dialect, auth, count, error_response};
@@ -19,11 +19,10 @@ use crate::metrics::{EndpointLabels, RejectLabels};
 /// Bodies larger than this are parsed on the blocking pool, off the async workers.
 const INLINE_PARSE_BYTES: usize = 256 << 10;
 
+/// `rp` is accepted and ignored like any unknown parameter: retention is configured per table.
 #[derive(Debug, Deserialize)]
 pub(super) struct V1Params {
     db: Option<String>,
-    #[allow(dead_code)] // accepted for compatibility: retention is configured per table
-    rp: Option<String>,
     precision: Option<String>,
     p: Option<String>,
 }
@@ -177,11 +176,12 @@ fn parse(
 ) -> Result<(Vec<Point>, Vec<String>), String> {
     let mut parser = Parser::new(body, precision).with_max_line_bytes(limits.max_line_bytes.as_u64() as usize);
     let mut line = Line::default();
+    let mut series = SeriesCache::new(db);
     let mut points = Vec::new();
     let mut errors = Vec::new();
     while let Some(r) = parser.next_into(&mut line) {
         match r {
-            Ok(()) => match line.to_point(db, now) {
+            Ok(()) => match line.to_point_cached(&mut series, now) {
                 Ok(p) => {
                     if points.len() == limits.max_points_per_request {
                         return Err(format!(

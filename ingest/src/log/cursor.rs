@@ -79,8 +79,10 @@ impl CursorState {
         self.committed.load(Ordering::Acquire).max(self.floor.load(Ordering::Acquire))
     }
 
-    /// Persists a position (atomically: write, fsync, rename).
+    /// Persists a position (atomically: write, fsync, rename). Cursors never move back: an older
+    /// position than the committed one leaves it as it is.
     pub(super) fn persist(&self, position: u64) -> std::io::Result<()> {
+        let position = position.max(self.committed.load(Ordering::Acquire));
         let tmp = self.file.with_extension("cursor.tmp");
         let mut f = fs::File::create(&tmp)?;
         f.write_all(position.to_string().as_bytes())?;

@@ -121,6 +121,10 @@ async fn cursors_persist_and_segments_go_only_when_every_enabled_cursor_passed()
     }
     let log = open(dir.path(), &cfg);
     assert_eq!(log.cursor_position(CursorName::Store), last);
+    log.commit(CursorName::Store, 0).unwrap();
+    drop(log);
+    let log = open(dir.path(), &cfg);
+    assert_eq!(log.cursor_position(CursorName::Store), last, "a cursor never moves back");
     assert_eq!(log.reader(CursorName::Alert).position(), last);
     assert!(log.start() > 0);
 }

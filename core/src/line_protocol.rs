@@ -616,11 +616,10 @@ impl<'a> Line<'a> {
     }
 
     fn series_key(&self, database: &str) -> Result<SeriesKey, ErrorKind> {
-        let utf8 = |s: &LpStr<'_>| s.unescape().map(Cow::into_owned).map_err(|_| ErrorKind::InvalidUtf8);
-        let measurement = utf8(&self.measurement)?;
+        let measurement = owned(&self.measurement)?;
         let mut tags = Vec::with_capacity(self.tags.len());
         for (k, v) in &self.tags {
-            tags.push((utf8(k)?, utf8(v)?));
+            tags.push((owned(k)?, owned(v)?));
         }
         let key = SeriesKey::new(database, measurement, tags);
         if key.tags().windows(2).any(|w| w[0].0 == w[1].0) {
@@ -630,10 +629,9 @@ impl<'a> Line<'a> {
     }
 
     fn build(&self, series: Arc<SeriesKey>, series_id: SeriesId, default_timestamp: i64) -> Result<Point, ErrorKind> {
-        let utf8 = |s: &LpStr<'_>| s.unescape().map(Cow::into_owned).map_err(|_| ErrorKind::InvalidUtf8);
         let mut fields = Vec::with_capacity(self.fields.len());
         for (k, v) in &self.fields {
-            let name = utf8(k)?;
+            let name = owned(k)?;
             if fields.iter().any(|(n, _)| *n == name) {
                 return Err(ErrorKind::DuplicateField(name));
             }
@@ -642,12 +640,17 @@ impl<'a> Line<'a> {
                 LpValue::Integer(i) => FieldValue::Integer(i),
                 LpValue::Unsigned(u) => FieldValue::Unsigned(u),
                 LpValue::Boolean(b) => FieldValue::Boolean(b),
-                LpValue::String(s) => FieldValue::String(utf8(&s)?),
+                LpValue::String(s) => FieldValue::String(owned(&s)?),
             };
             fields.push((name, value));
         }
         Ok(Point { series, series_id, fields, timestamp: self.timestamp.unwrap_or(default_timestamp) })
     }
+}
+
+/// The unescaped, owned text of a name or string value.
+fn owned(s: &LpStr<'_>) -> Result<String, ErrorKind> {
+    s.unescape().map(Cow::into_owned).map_err(|_| ErrorKind::InvalidUtf8)
 }
 
 /// Series already built for the lines of one input, keyed by their measurement and tag bytes. Use one

@@ -6,6 +6,7 @@
 //! - [`Batch`]: the unit of the durable log and of Kafka messages, with one versioned binary codec.
 //! - [`line_protocol`] and [`remote_write`]: the two push formats, parsed without async and with errors
 //!   that say where (line, column) and what.
+//! - [`strategy`]: the distribution strategies every router uses (shards, partitions, evaluators).
 //! - [`tsbs`]: a generator of TSBS cpu-only shaped data for benchmarks and tests.
 //!
 //! Guarantees: [`SeriesKey::id`] never changes for a given key (pinned by tests); [`Batch::decode`]
@@ -17,6 +18,7 @@ pub mod line_protocol;
 pub mod point;
 pub mod remote_write;
 pub mod series;
+pub mod strategy;
 pub mod tsbs;
 
 pub use batch::Batch;

@@ -10,7 +10,9 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 use yaffle_ingest::config::{AuthConfig, HttpConfig, LimitsConfig};
 use yaffle_ingest::log::LogConfig;
+use yaffle_ingest::sinks::clickhouse::ClickHouseSinkConfig;
 use yaffle_ingest::sinks::store::StoreSinkConfig;
+use yaffle_store::clickhouse::ClickHouseConfig;
 use yaffle_store::embedded::EmbeddedConfig;
 
 /// The environment variable naming the config file; not a config key.
@@ -55,13 +57,15 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct StoreConfig {
-    /// `embedded` (the only backend so far).
+    /// `embedded` (default, no external service) or `clickhouse` (a cluster, see `[store.clickhouse]`).
     pub(crate) backend: StoreBackend,
     /// How often retention is enforced.
     #[serde(with = "humantime_serde")]
     pub(crate) retention_check_interval: Duration,
     /// The embedded store.
     pub(crate) embedded: EmbeddedConfig,
+    /// The ClickHouse cluster.
+    pub(crate) clickhouse: ClickHouseConfig,
 }
 
 impl Default for StoreConfig {
@@ -70,6 +74,7 @@ impl Default for StoreConfig {
             backend: StoreBackend::Embedded,
             retention_check_interval: Duration::from_secs(60),
             embedded: EmbeddedConfig::default(),
+            clickhouse: ClickHouseConfig::default(),
         }
     }
 }
@@ -81,14 +86,19 @@ pub(crate) enum StoreBackend {
     /// Parquet files queried with DataFusion.
     #[default]
     Embedded,
+    /// A ClickHouse cluster.
+    #[serde(rename = "clickhouse")]
+    ClickHouse,
 }
 
 /// The sinks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct SinksConfig {
-    /// The store sink.
+    /// The store sink (embedded store).
     pub(crate) store: StoreSinkConfig,
+    /// The store sink's batching and retries when the store is ClickHouse.
+    pub(crate) clickhouse: ClickHouseSinkConfig,
 }
 
 impl Config {
@@ -114,6 +124,10 @@ impl Config {
         self.log.validate()?;
         self.store.embedded.validate()?;
         self.sinks.store.validate()?;
+        self.sinks.clickhouse.validate()?;
+        if self.store.backend == StoreBackend::ClickHouse {
+            self.store.clickhouse.validate()?;
+        }
         if self.store.retention_check_interval.is_zero() {
             return Err("store.retention_check_interval must be positive".into());
         }

@@ -3,6 +3,7 @@
 //! - `yaffle standalone`: ingest, the durable log, the embedded store and the SQL API in one process,
 //!   with no external service. The default configuration listens on 127.0.0.1:8086 and keeps its data
 //!   under `./data`.
+//! - `yaffle store init`: creates the store's tables (also done at start-up).
 //! - `yaffle query SQL`: runs SQL against the configured store.
 
 mod config;
@@ -13,9 +14,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+use yaffle_store::clickhouse::ClickHouseStore;
+use yaffle_store::embedded::EmbeddedStore;
 use yaffle_store::{OutputFormat, Store};
 
-use crate::config::{CONFIG_ENV, Config};
+use crate::config::{CONFIG_ENV, Config, StoreBackend};
 
 #[derive(Debug, Parser)]
 #[command(name = "yaffle", version, about = "Streaming metrics pipeline: ingest, durable tee, store, SQL")]
@@ -31,14 +34,26 @@ struct Cli {
 enum Command {
     /// Runs ingest, the durable log, the embedded store and the HTTP API in one process.
     Standalone,
+    /// Store administration.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Runs one SQL query against the configured store and prints the result.
     Query {
-        /// The SQL statement (tables: `points`).
+        /// The SQL statement (tables: `points`, `rollups`).
         sql: String,
         /// Output format.
         #[arg(long, short, default_value = "table", value_parser = ["table", "json", "csv"])]
         format: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Creates the store's database and tables if they do not exist (ClickHouse: `ON CLUSTER`, by
+    /// server version). Ingest also does this at start-up.
+    Init,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +73,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Standalone => standalone::run(config).await,
+            Command::Store { command: StoreCommand::Init } => store_init(config).await,
             Command::Query { sql, format } => query(config, &sql, &format).await,
         }
     });
@@ -70,12 +86,34 @@ fn main() -> ExitCode {
     }
 }
 
+async fn store_init(config: Config) -> Result<(), String> {
+    match config.store.backend {
+        StoreBackend::Embedded => {
+            EmbeddedStore::open(&config.data_dir, &config.store.embedded).await.map_err(|e| e.to_string())?;
+        }
+        StoreBackend::ClickHouse => {
+            let store = ClickHouseStore::new(&config.store.clickhouse).map_err(|e| e.to_string())?;
+            store.init().await.map_err(|e| e.to_string())?;
+        }
+    }
+    eprintln!("store ready");
+    Ok(())
+}
+
 async fn query(config: Config, sql: &str, format: &str) -> Result<(), String> {
     let format = OutputFormat::parse(format).expect("clap checked the format");
-    let store = yaffle_store::embedded::EmbeddedStore::open_read_only(&config.data_dir, &config.store.embedded)
-        .await
-        .map_err(|e| e.to_string())?;
+    let store: Box<dyn Store> = match config.store.backend {
+        StoreBackend::Embedded => Box::new(
+            EmbeddedStore::open_read_only(&config.data_dir, &config.store.embedded).await.map_err(|e| e.to_string())?,
+        ),
+        StoreBackend::ClickHouse => {
+            Box::new(ClickHouseStore::new(&config.store.clickhouse).map_err(|e| e.to_string())?)
+        }
+    };
     let result = store.query(sql).await.map_err(|e| e.to_string())?;
+    for w in &result.warnings {
+        eprintln!("warning: {w}");
+    }
     let bytes = result.render(format).map_err(|e| e.to_string())?;
     use std::io::Write;
     std::io::stdout().write_all(&bytes).map_err(|e| e.to_string())

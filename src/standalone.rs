@@ -8,11 +8,13 @@ use yaffle_ingest::Metrics;
 use yaffle_ingest::http::{self, AppState};
 use yaffle_ingest::log::{Log, now_ns};
 use yaffle_ingest::schema::FieldTypes;
+use yaffle_ingest::sinks::clickhouse::ClickHouseSink;
 use yaffle_ingest::sinks::store::StoreSink;
 use yaffle_store::Store;
+use yaffle_store::clickhouse::ClickHouseStore;
 use yaffle_store::embedded::EmbeddedStore;
 
-use crate::config::Config;
+use crate::config::{Config, StoreBackend};
 
 /// Runs until SIGINT or SIGTERM, then stops accepting, flushes the store sink and closes the log.
 pub(crate) async fn run(config: Config) -> Result<(), String> {
@@ -21,14 +23,34 @@ pub(crate) async fn run(config: Config) -> Result<(), String> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let log = Arc::new(Log::open(data_dir, &config.log, Arc::clone(&metrics)).map_err(|e| e.to_string())?);
-    let store: Arc<dyn Store> =
-        Arc::new(EmbeddedStore::open(data_dir, &config.store.embedded).await.map_err(|e| e.to_string())?);
     let field_types = Arc::new(FieldTypes::open(&data_dir.join("field_types.jsonl")).map_err(|e| e.to_string())?);
 
     let (stop, stopped) = watch::channel(false);
-    let sink = StoreSink::new(Arc::clone(&log), Arc::clone(&store), config.sinks.store.clone(), Arc::clone(&metrics));
-    let sink_task = tokio::spawn(sink.run(stopped.clone()));
-    tokio::spawn(retention(Arc::clone(&store), config.store.retention_check_interval, stopped));
+    let (store, sink_task): (Arc<dyn Store>, _) = match config.store.backend {
+        StoreBackend::Embedded => {
+            let store =
+                Arc::new(EmbeddedStore::open(data_dir, &config.store.embedded).await.map_err(|e| e.to_string())?);
+            let sink =
+                StoreSink::new(Arc::clone(&log), store.clone(), config.sinks.store.clone(), Arc::clone(&metrics));
+            let task = tokio::spawn(async move {
+                sink.run(stopped).await;
+                Ok(())
+            });
+            (store, task)
+        }
+        StoreBackend::ClickHouse => {
+            let store = Arc::new(ClickHouseStore::new(&config.store.clickhouse).map_err(|e| e.to_string())?);
+            let sink = ClickHouseSink::new(
+                Arc::clone(&log),
+                Arc::clone(&store),
+                config.sinks.clickhouse.clone(),
+                Arc::clone(&metrics),
+                data_dir.join("clickhouse"),
+            );
+            (store as Arc<dyn Store>, tokio::spawn(sink.run(stopped)))
+        }
+    };
+    tokio::spawn(retention(Arc::clone(&store), config.store.retention_check_interval, stop.subscribe()));
 
     let listener = tokio::net::TcpListener::bind(config.http.bind)
         .await
@@ -47,7 +69,11 @@ pub(crate) async fn run(config: Config) -> Result<(), String> {
     http::serve(listener, state, shutdown_signal()).await.map_err(|e| format!("http server: {e}"))?;
     tracing::info!("stopping");
     let _ = stop.send(true);
-    let _ = sink_task.await;
+    match sink_task.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "store sink failed"),
+        Err(e) => tracing::error!(error = %e, "store sink panicked"),
+        Ok(Ok(())) => {}
+    }
     log.shutdown();
     Ok(())
 }

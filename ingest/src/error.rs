@@ -38,6 +38,9 @@ pub enum IngestError {
         /// Its budget.
         budget: u64,
     },
+    /// A sink's persisted state cannot be read.
+    #[error("sink state: {0}")]
+    SinkState(String),
     /// The process is stopping.
     #[error("shutting down")]
     ShuttingDown,

@@ -30,6 +30,12 @@ pub(crate) struct CursorLabels {
     pub(crate) cursor: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ShardLabels {
+    /// Numbered from 1, like ClickHouse's `shard_num`.
+    pub(crate) shard: u32,
+}
+
 /// Every ingest metric.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -50,6 +56,10 @@ pub struct Metrics {
     pub(crate) store_points: Counter,
     pub(crate) store_flushes: Counter,
     pub(crate) store_errors: Counter,
+    pub(crate) clickhouse_rows: Family<ShardLabels, Counter>,
+    pub(crate) clickhouse_blocks: Family<ShardLabels, Counter>,
+    pub(crate) clickhouse_errors: Family<ShardLabels, Counter>,
+    pub(crate) clickhouse_position: Family<ShardLabels, Gauge>,
 }
 
 impl Metrics {
@@ -86,6 +96,18 @@ impl Metrics {
         r.register("store_sink_points", "Points written to the store by the store sink", m.store_points.clone());
         r.register("store_sink_flushes", "Store sink flushes", m.store_flushes.clone());
         r.register("store_sink_errors", "Store sink write failures (retried)", m.store_errors.clone());
+        r.register("clickhouse_rows", "Rows inserted into each ClickHouse shard", m.clickhouse_rows.clone());
+        r.register("clickhouse_blocks", "Blocks inserted into each ClickHouse shard", m.clickhouse_blocks.clone());
+        r.register(
+            "clickhouse_insert_errors",
+            "Failed inserts into each ClickHouse shard (every replica tried; retried)",
+            m.clickhouse_errors.clone(),
+        );
+        r.register(
+            "clickhouse_shard_position",
+            "Log position up to which each ClickHouse shard has its rows",
+            m.clickhouse_position.clone(),
+        );
         m
     }
 

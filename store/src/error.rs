@@ -21,6 +21,15 @@ pub enum StoreError {
     /// The query failed while running.
     #[error("query execution: {0}")]
     Execution(String),
+    /// The configuration does not fit the backend (e.g. the cluster has another shape).
+    #[error("store configuration: {0}")]
+    Config(String),
+    /// The backend cannot be reached, or part of it (a shard) is down.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Every replica of some shard is unreachable (ClickHouse code 279); the caller finds out which.
+    #[error("a shard is unavailable: {0}")]
+    ShardsUnavailable(String),
     /// Stored state could not be read back.
     #[error("corrupt store state at {path}: {reason}")]
     Corrupt {
@@ -36,13 +45,20 @@ impl StoreError {
     pub fn http_status(&self) -> u16 {
         match self {
             StoreError::InvalidQuery(_) => 400,
+            StoreError::Unavailable(_) | StoreError::ShardsUnavailable(_) => 503,
             _ => 500,
         }
     }
 
     /// Whether retrying the same operation later can succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Io { .. } | StoreError::Execution(_))
+        matches!(
+            self,
+            StoreError::Io { .. }
+                | StoreError::Execution(_)
+                | StoreError::Unavailable(_)
+                | StoreError::ShardsUnavailable(_)
+        )
     }
 
     pub(crate) fn io(path: impl AsRef<std::path::Path>) -> impl FnOnce(std::io::Error) -> StoreError {

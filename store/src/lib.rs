@@ -5,22 +5,26 @@
 //!
 //! - [`embedded`] (the default): Parquet files partitioned by time under the data directory, queried with
 //!   DataFusion. Single node, no external service.
+//! - [`clickhouse`]: a ClickHouse cluster (shards x replicas): Replicated local tables with Distributed
+//!   tables over them, rows placed on shards by the configured distribution strategy.
 //!
 //! # Guarantees every backend gives
-//! - **Exactly once from the log.** [`Store::write_points`] is told the durable-log position its points end
-//!   at, and stores that position atomically with the points. [`Store::committed_position`] returns it, so
-//!   the store sink resumes after a crash exactly where the stored data ends: nothing is lost and nothing
-//!   is written twice, whatever the log cursor said.
+//! - **Exactly once from the log.** The embedded store ([`PositionedStore`]) stores the durable-log position
+//!   atomically with the points, so the store sink resumes after a crash exactly where the stored data
+//!   ends. The ClickHouse store gets the same outcome per shard from deterministic blocks and
+//!   ReplicatedMergeTree insert deduplication (see [`clickhouse`]).
 //! - **Databases never mix.** The `database` column is part of every row and of the series id.
 //! - **Retention drops whole time partitions**, never single rows.
 //!
 //! The raw table's schema is [`schema::points_schema`]: one row per field of a point.
 
+pub mod clickhouse;
 pub mod embedded;
 mod error;
 mod query;
 pub mod schema;
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::Duration;
 
@@ -30,22 +34,28 @@ use yaffle_core::Point;
 pub use error::StoreError;
 pub use query::{OutputFormat, QueryResult};
 
-/// A place points are kept and queried.
+/// A place points are kept and queried: the read side every backend offers.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + Debug {
-    /// Durably stores `points`, the content of the durable log up to (excluding) `position`, and records
-    /// `position` with them. Positions only grow; a call whose `position` is not past
-    /// [`Store::committed_position`] is ignored, so replaying the log is harmless.
-    async fn write_points(&self, points: &[Point], position: u64) -> Result<(), StoreError>;
-
-    /// The log position up to which points are durably stored (0 for a new store).
-    async fn committed_position(&self) -> Result<u64, StoreError>;
-
     /// Runs one read-only SQL statement over the `points` (and `rollups`) tables.
     async fn query(&self, sql: &str) -> Result<QueryResult, StoreError>;
 
     /// Drops every time partition that lies entirely before its table's retention; returns how many.
     async fn enforce_retention(&self, now_ns: i64) -> Result<usize, StoreError>;
+}
+
+/// A store that records the durable-log position atomically with the points, so one writer can
+/// deliver the log to it exactly once (the embedded store). The ClickHouse store is written per shard
+/// instead, see [`clickhouse`].
+#[async_trait::async_trait]
+pub trait PositionedStore: Store {
+    /// Durably stores `points`, the content of the durable log up to (excluding) `position`, and records
+    /// `position` with them. Positions only grow; a call whose `position` is not past
+    /// [`PositionedStore::committed_position`] is ignored, so replaying the log is harmless.
+    async fn write_points(&self, points: &[Point], position: u64) -> Result<(), StoreError>;
+
+    /// The log position up to which points are durably stored (0 for a new store).
+    async fn committed_position(&self) -> Result<u64, StoreError>;
 }
 
 /// Retention per table; `None` keeps data forever.
@@ -55,7 +65,29 @@ pub struct Retention {
     /// How long raw points are kept, e.g. `"30d"`.
     #[serde(with = "humantime_serde")]
     pub points: Option<Duration>,
-    /// How long rollups are kept.
+    /// How long rollups are kept, unless their resolution has its own entry in `by_resolution`.
     #[serde(with = "humantime_serde")]
     pub rollups: Option<Duration>,
+    /// Rollup retention per resolution, e.g. `{ "1m" = "7d", "1h" = "400d" }`.
+    pub by_resolution: BTreeMap<String, humantime_serde::Serde<Duration>>,
+}
+
+impl Retention {
+    /// The retention of rollups of a resolution.
+    pub fn rollups_of(&self, resolution: Duration) -> Option<Duration> {
+        self.by_resolution
+            .iter()
+            .find(|(r, _)| humantime::parse_duration(r).is_ok_and(|r| r == resolution))
+            .map(|(_, d)| **d)
+            .or(self.rollups)
+    }
+
+    /// Checks that every `by_resolution` key is a duration.
+    pub fn validate(&self) -> Result<(), String> {
+        for r in self.by_resolution.keys() {
+            humantime::parse_duration(r)
+                .map_err(|e| format!("retention.by_resolution: {r:?} is not a resolution: {e}"))?;
+        }
+        Ok(())
+    }
 }

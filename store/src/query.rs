@@ -10,6 +10,8 @@ pub struct QueryResult {
     pub schema: SchemaRef,
     /// Rows.
     pub batches: Vec<RecordBatch>,
+    /// Why the answer may be incomplete (e.g. a ClickHouse shard that did not answer); empty when whole.
+    pub warnings: Vec<String>,
 }
 
 /// How a result is written out.

@@ -3,6 +3,7 @@
 //! External peers (PyPI `influxdb` and `influxdb-client`, Debian `prometheus`) are installed by
 //! `scripts/test-deps`; a test whose peer is missing fails and says how to install it.
 
+mod clickhouse;
 mod clients;
 mod durability;
 mod standalone;

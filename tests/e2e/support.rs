@@ -1,8 +1,11 @@
 //! Starting and talking to a `yaffle standalone` process.
 
+use std::collections::HashSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_yaffle");
@@ -138,4 +141,82 @@ impl Drop for Yaffle {
 pub(crate) fn require(program: &str) {
     let found = Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().unwrap().status.success();
     assert!(found, "{program} is not installed: run scripts/test-deps (the README's test command does)");
+}
+
+/// Writers posting numbered points (`load,writer=wN seq=<n>i <n+1>`) until stopped, remembering which
+/// were acknowledged with 204 and counting the other answers.
+pub(crate) struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<HashSet<(usize, u64)>>>,
+    refused: Arc<AtomicU64>,
+    writers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts `writers` threads posting `lines` points per request to `url`.
+    pub(crate) fn start(url: &str, writers: usize, lines: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(HashSet::new()));
+        let refused = Arc::new(AtomicU64::new(0));
+        let writers = (0..writers)
+            .map(|w| {
+                let (url, stop, acked, refused) =
+                    (url.to_string(), Arc::clone(&stop), Arc::clone(&acked), Arc::clone(&refused));
+                std::thread::spawn(move || {
+                    let agent = agent();
+                    let mut seq = 0u64;
+                    // Bounded: stops when told, or after 200 000 requests.
+                    for _ in 0..200_000 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let body: String = (0..lines as u64)
+                            .map(|i| format!("load,writer=w{w} seq={}i {}\n", seq + i, seq + i + 1))
+                            .collect();
+                        match agent.post(&url).send(&body) {
+                            Ok(r) if r.status() == 204 => {
+                                acked.lock().unwrap().extend((0..lines as u64).map(|i| (w, seq + i)));
+                            }
+                            _ => {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                        }
+                        seq += lines as u64;
+                    }
+                })
+            })
+            .collect();
+        Self { stop, acked, refused, writers }
+    }
+
+    /// Points acknowledged so far.
+    pub(crate) fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Requests not answered 204 so far.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Stops the writers; returns every acknowledged (writer, seq).
+    pub(crate) fn stop(self) -> HashSet<(usize, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.writers {
+            w.join().unwrap();
+        }
+        Arc::try_unwrap(self.acked).unwrap().into_inner().unwrap()
+    }
+}
+
+/// Checks that `rows` (`w` = writer tag, `s` = seq) hold every acknowledged point exactly once.
+pub(crate) fn assert_exactly_once(acked: &HashSet<(usize, u64)>, rows: &[serde_json::Value]) {
+    let mut seen = HashSet::with_capacity(rows.len());
+    for r in rows {
+        let w: usize = r["w"].as_str().unwrap()[1..].parse().unwrap();
+        assert!(seen.insert((w, r["s"].as_u64().unwrap())), "duplicate point {r}");
+    }
+    let missing: Vec<_> = acked.difference(&seen).take(5).collect();
+    assert!(missing.is_empty(), "{} acknowledged points lost, e.g. {missing:?}", acked.difference(&seen).count());
 }

@@ -115,7 +115,17 @@ async fn sql_inner(
         Ok(result) => {
             tracing::Span::current().record("rows", result.num_rows());
             match result.render(format) {
-                Ok(bytes) => ([(header::CONTENT_TYPE, format.content_type())], bytes).into_response(),
+                Ok(bytes) => {
+                    let mut response = ([(header::CONTENT_TYPE, format.content_type())], bytes).into_response();
+                    // A partial answer (a ClickHouse shard down) says so, and which part is missing.
+                    for w in &result.warnings {
+                        tracing::warn!(warning = %w, "partial query result");
+                        if let Ok(v) = header::HeaderValue::from_str(w) {
+                            response.headers_mut().append("x-yaffle-warning", v);
+                        }
+                    }
+                    response
+                }
                 Err(e) => error_response(Dialect::V1, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }
         }

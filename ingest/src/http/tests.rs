@@ -11,7 +11,6 @@ use prost::Message;
 use tokio::sync::watch;
 use tower::ServiceExt;
 use yaffle_core::remote_write::{Label, Sample, TimeSeries, WriteRequest};
-use yaffle_store::Store;
 use yaffle_store::embedded::{EmbeddedConfig, EmbeddedStore};
 
 use super::*;
@@ -29,11 +28,11 @@ async fn harness_with(limits: LimitsConfig, auth: AuthConfig) -> Harness {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let log = Arc::new(Log::open(dir.path(), &LogConfig::default(), Arc::clone(&metrics)).unwrap());
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), &EmbeddedConfig::default()).await.unwrap());
+    let store = Arc::new(EmbeddedStore::open(dir.path(), &EmbeddedConfig::default()).await.unwrap());
     let field_types = Arc::new(FieldTypes::open(&dir.path().join("fields.jsonl")).unwrap());
     let (stop, stopped) = watch::channel(false);
     let sink_config = StoreSinkConfig { flush_interval: Duration::from_millis(20), ..StoreSinkConfig::default() };
-    tokio::spawn(StoreSink::new(Arc::clone(&log), Arc::clone(&store), sink_config, Arc::clone(&metrics)).run(stopped));
+    tokio::spawn(StoreSink::new(Arc::clone(&log), store.clone(), sink_config, Arc::clone(&metrics)).run(stopped));
     let state = AppState {
         log,
         field_types,

@@ -1,8 +1,11 @@
 //! Sinks: each reads the durable log through its own cursor and delivers at its own pace.
 
+pub mod clickhouse;
 pub mod store;
 
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 /// How long to wait before retrying after a failure, doubling up to a cap.
 #[derive(Debug, Clone)]
@@ -27,5 +30,13 @@ impl Backoff {
     /// Back to the initial delay after a success.
     pub(crate) fn reset(&mut self) {
         self.next = self.initial;
+    }
+}
+
+/// Sleeps; true if shutdown was requested meanwhile.
+pub(crate) async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *shutdown.borrow(),
+        _ = shutdown.changed() => true,
     }
 }

@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use yaffle_core::Point;
 
 use crate::schema::{POINTS_TABLE, points_schema};
-use crate::{QueryResult, Retention, Store, StoreError};
+use crate::{PositionedStore, QueryResult, Retention, Store, StoreError};
 
 /// Configuration of the embedded store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,7 +165,7 @@ fn register_table(
 }
 
 #[async_trait::async_trait]
-impl Store for EmbeddedStore {
+impl PositionedStore for EmbeddedStore {
     async fn write_points(&self, points: &[Point], position: u64) -> Result<(), StoreError> {
         self.files.write_points(points, position).await
     }
@@ -173,7 +173,10 @@ impl Store for EmbeddedStore {
     async fn committed_position(&self) -> Result<u64, StoreError> {
         Ok(self.files.committed_position().await)
     }
+}
 
+#[async_trait::async_trait]
+impl Store for EmbeddedStore {
     async fn query(&self, sql: &str) -> Result<QueryResult, StoreError> {
         let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let df = self
@@ -183,7 +186,7 @@ impl Store for EmbeddedStore {
             .map_err(|e| StoreError::InvalidQuery(e.to_string()))?;
         let schema = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await.map_err(|e| StoreError::Execution(e.to_string()))?;
-        Ok(QueryResult { schema, batches })
+        Ok(QueryResult { schema, batches, warnings: Vec::new() })
     }
 
     async fn enforce_retention(&self, now_ns: i64) -> Result<usize, StoreError> {

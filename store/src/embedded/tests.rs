@@ -103,7 +103,7 @@ async fn a_crash_before_the_commit_point_rolls_back_and_after_it_rolls_forward()
 async fn retention_drops_whole_partitions_only() {
     let dir = tempfile::tempdir().unwrap();
     let config = EmbeddedConfig {
-        retention: Retention { points: Some(Duration::from_secs(2 * 86_400)), rollups: None },
+        retention: Retention { points: Some(Duration::from_secs(2 * 86_400)), rollups: None, ..Retention::default() },
         ..EmbeddedConfig::default()
     };
     let store = EmbeddedStore::open(dir.path(), &config).await.unwrap();

@@ -7,18 +7,18 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::instrument;
 use yaffle_core::{Batch, Point};
-use yaffle_store::Store;
+use yaffle_store::PositionedStore;
 
 use super::StoreSinkConfig;
 use crate::log::{CursorName, Log};
 use crate::metrics::Metrics;
-use crate::sinks::Backoff;
+use crate::sinks::{Backoff, sleep_or_shutdown};
 
 /// Reads the `store` cursor and writes to a store.
 #[derive(Debug)]
 pub struct StoreSink {
     log: Arc<Log>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn PositionedStore>,
     config: StoreSinkConfig,
     metrics: Arc<Metrics>,
 }
@@ -32,7 +32,7 @@ struct Pending {
 
 impl StoreSink {
     /// A sink; call [`StoreSink::run`] to start it.
-    pub fn new(log: Arc<Log>, store: Arc<dyn Store>, config: StoreSinkConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn new(log: Arc<Log>, store: Arc<dyn PositionedStore>, config: StoreSinkConfig, metrics: Arc<Metrics>) -> Self {
         Self { log, store, config, metrics }
     }
 
@@ -114,13 +114,5 @@ impl StoreSink {
         pending.points.clear();
         pending.since = None;
         Ok(())
-    }
-}
-
-/// Sleeps; true if shutdown was requested meanwhile.
-async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => *shutdown.borrow(),
-        _ = shutdown.changed() => true,
     }
 }

@@ -7,7 +7,7 @@ use arrow::datatypes::Int64Type;
 use tokio::sync::watch;
 use yaffle_core::{Batch, FieldValue, Point, SeriesKey};
 use yaffle_store::embedded::{EmbeddedConfig, EmbeddedStore};
-use yaffle_store::{QueryResult, Store, StoreError};
+use yaffle_store::{PositionedStore, QueryResult, Store, StoreError};
 
 use super::*;
 use crate::log::{CursorName, Log, LogConfig};
@@ -52,7 +52,7 @@ struct Flaky {
 }
 
 #[async_trait::async_trait]
-impl Store for Flaky {
+impl PositionedStore for Flaky {
     async fn write_points(&self, points: &[Point], position: u64) -> Result<(), StoreError> {
         if self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1)).is_ok() {
             return Err(StoreError::Execution("injected failure".into()));
@@ -62,6 +62,10 @@ impl Store for Flaky {
     async fn committed_position(&self) -> Result<u64, StoreError> {
         self.inner.committed_position().await
     }
+}
+
+#[async_trait::async_trait]
+impl Store for Flaky {
     async fn query(&self, sql: &str) -> Result<QueryResult, StoreError> {
         self.inner.query(sql).await
     }
@@ -75,7 +79,8 @@ async fn delivers_the_log_and_commits_the_cursor() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
     let log = Arc::new(Log::open(dir.path(), &LogConfig::default(), Arc::clone(&metrics)).unwrap());
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), &EmbeddedConfig::default()).await.unwrap());
+    let store: Arc<dyn PositionedStore> =
+        Arc::new(EmbeddedStore::open(dir.path(), &EmbeddedConfig::default()).await.unwrap());
     let (stop, stopped) = watch::channel(false);
     let task =
         tokio::spawn(StoreSink::new(Arc::clone(&log), Arc::clone(&store), config(), Arc::clone(&metrics)).run(stopped));
@@ -96,7 +101,7 @@ async fn a_failing_store_is_retried_without_loss_or_duplicates() {
     let metrics = Arc::new(Metrics::default());
     let log = Arc::new(Log::open(dir.path(), &LogConfig::default(), Arc::clone(&metrics)).unwrap());
     let inner = EmbeddedStore::open(dir.path(), &EmbeddedConfig::default()).await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(Flaky { inner, failures: AtomicUsize::new(3) });
+    let store: Arc<dyn PositionedStore> = Arc::new(Flaky { inner, failures: AtomicUsize::new(3) });
     let (_stop, stopped) = watch::channel(false);
     tokio::spawn(StoreSink::new(Arc::clone(&log), Arc::clone(&store), config(), Arc::clone(&metrics)).run(stopped));
     for i in 0..5 {
@@ -116,7 +121,8 @@ async fn resumes_from_the_store_position_when_the_cursor_lags_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
     let log = Arc::new(Log::open(dir.path(), &LogConfig::default(), Arc::clone(&metrics)).unwrap());
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), &EmbeddedConfig::default()).await.unwrap());
+    let store: Arc<dyn PositionedStore> =
+        Arc::new(EmbeddedStore::open(dir.path(), &EmbeddedConfig::default()).await.unwrap());
     // The store has the first record but the cursor was never committed (crash between the two).
     let first = log.append(batch(0, 10)).await.unwrap();
     let key = Batch::decode(&batch(0, 10)).unwrap().points;

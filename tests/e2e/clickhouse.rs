@@ -1,0 +1,151 @@
+//! Yaffle on the real 2x2 ClickHouse cluster (`scripts/clickhouse-cluster`) while its nodes fail.
+//!
+//! These tests stop and kill cluster nodes, so they take a lock and run one at a time; each restarts
+//! what it stopped, even when it fails.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::support::{BIN, Load, Yaffle, agent, assert_exactly_once};
+
+static CLUSTER: Mutex<()> = Mutex::new(());
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/clickhouse-cluster");
+
+fn cluster(args: &[&str]) {
+    let out = std::process::Command::new(SCRIPT).args(args).output().expect("scripts/clickhouse-cluster");
+    assert!(out.status.success(), "clickhouse-cluster {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Starts every node again when dropped, so a failing test leaves a whole cluster behind.
+struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        cluster(&["start"]);
+    }
+}
+
+/// A config file for the test cluster, database `database`, and the given extra TOML.
+fn config(dir: &Path, database: &str, extra: &str) -> String {
+    let file = dir.join("yaffle.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[store]
+backend = "clickhouse"
+[store.clickhouse]
+database = "{database}"
+shards = [["http://127.0.0.1:28121", "http://127.0.0.1:28122"], ["http://127.0.0.1:28123", "http://127.0.0.1:28124"]]
+insert_timeout = "5s"
+ddl_timeout = "10s"
+{extra}
+[sinks.clickhouse]
+flush_interval = "200ms"
+retry_max = "1s"
+"#
+        ),
+    )
+    .unwrap();
+    file.display().to_string()
+}
+
+fn start(dir: &Path, test: &str, extra: &str) -> Yaffle {
+    let database = format!("e2e_{test}_{}", std::process::id());
+    let file = config(dir, &database, extra);
+    Yaffle::start(&dir.join("data"), &[("YAFFLE_CONFIG", &file)])
+}
+
+const ROWS: &str = "SELECT tag_values[indexOf(tag_keys, 'writer')] AS w, value_int AS s FROM points";
+
+fn count(y: &Yaffle) -> u64 {
+    y.sql("SELECT count() AS n FROM points")[0]["n"].as_u64().unwrap()
+}
+
+fn wait_count(y: &Yaffle, n: usize, timeout: Duration) -> u64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = count(y);
+        if got >= n as u64 || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn sigkill_of_a_replica_during_sustained_writes_loses_and_duplicates_nothing() {
+    let _one_at_a_time = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    cluster(&["start"]);
+    let _restore = Restore;
+    let dir = tempfile::tempdir().unwrap();
+    let yaffle = start(dir.path(), "replica", "");
+    let load = Load::start(&yaffle.url("/write?db=ch&precision=ns"), 2, 100);
+    std::thread::sleep(Duration::from_secs(2));
+    cluster(&["kill-node", "1"]);
+    cluster(&["kill-node", "4"]);
+    std::thread::sleep(Duration::from_secs(4));
+    cluster(&["start"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let refused = load.refused();
+    let acked = load.stop();
+    assert!(acked.len() > 2000, "load was running ({} points)", acked.len());
+    assert_eq!(refused, 0, "ingest refused writes while replicas were down");
+    let stored = wait_count(&yaffle, acked.len(), Duration::from_secs(60));
+    assert_eq!(stored, acked.len() as u64, "stored rows vs acknowledged points");
+    assert_exactly_once(&acked, &yaffle.sql(ROWS));
+}
+
+#[test]
+fn a_whole_shard_down_for_a_minute_delays_only_itself() {
+    let _one_at_a_time = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    cluster(&["start"]);
+    let _restore = Restore;
+    let dir = tempfile::tempdir().unwrap();
+    let yaffle = start(dir.path(), "shard", "on_missing_shard = \"partial\"");
+    let cursors = |name: &str| std::fs::read_to_string(dir.path().join("data/log").join(format!("{name}.cursor"))).ok();
+    let (kafka, alert) = (cursors("kafka"), cursors("alert"));
+    let load = Load::start(&yaffle.url("/write?db=ch&precision=ns"), 2, 100);
+    std::thread::sleep(Duration::from_secs(2));
+    cluster(&["stop-node", "3"]);
+    cluster(&["stop-node", "4"]);
+    let outage = Instant::now();
+
+    // During the outage: ingest answers 204, shard 1 keeps filling, reads say shard 2 is missing.
+    std::thread::sleep(Duration::from_secs(5));
+    let (first, warning) = partial_count(&yaffle);
+    assert!(warning.contains("shard 2"), "partial answer names the missing shard: {warning:?}");
+    std::thread::sleep(Duration::from_secs(10));
+    let (second, _) = partial_count(&yaffle);
+    assert!(second > first, "shard 1 rows kept landing during the outage ({first} then {second})");
+    let strict = std::process::Command::new(BIN)
+        .args(["query", "SELECT count() FROM points"])
+        .env("YAFFLE_CONFIG", dir.path().join("yaffle.toml"))
+        .env("YAFFLE_STORE__CLICKHOUSE__ON_MISSING_SHARD", "fail")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&strict.stderr);
+    assert!(!strict.status.success() && stderr.contains("shard 2"), "strict read fails naming shard 2: {stderr}");
+    std::thread::sleep(Duration::from_secs(60).saturating_sub(outage.elapsed()));
+    assert_eq!(load.refused(), 0, "ingest refused writes while shard 2 was down");
+    cluster(&["start"]);
+
+    std::thread::sleep(Duration::from_secs(2));
+    let acked = load.stop();
+    let stored = wait_count(&yaffle, acked.len(), Duration::from_secs(90));
+    assert_eq!(stored, acked.len() as u64, "stored rows vs acknowledged points after the shard returned");
+    assert_exactly_once(&acked, &yaffle.sql(ROWS));
+    assert_eq!((cursors("kafka"), cursors("alert")), (kafka, alert), "the other sinks' cursors were not touched");
+}
+
+/// `count()` through a partial read, and the warning header.
+fn partial_count(y: &Yaffle) -> (u64, String) {
+    let mut r = agent().post(&y.url("/api/v1/sql")).send("SELECT count() AS n FROM points").unwrap();
+    let warning = r.headers().get("x-yaffle-warning").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let body = r.body_mut().read_to_string().unwrap();
+    assert_eq!(r.status(), 200, "{body}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    (rows[0]["n"].as_u64().unwrap(), warning)
+}

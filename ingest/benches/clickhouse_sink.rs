@@ -9,7 +9,8 @@
 //!   `insert_distributed_sync=1` (so the rows are on the shards when it returns), 500 000 rows per insert.
 //!
 //! Reports rows/s and the ClickHouse servers' CPU seconds (user + system, all four nodes, from /proc) per
-//! million rows. Run: `cargo bench -p yaffle-ingest --bench clickhouse_sink`.
+//! million rows. Run: `cargo bench -p yaffle-ingest --bench clickhouse_sink` (release build), or
+//! `cargo test --workspace --bench clickhouse_sink` to reuse the test build (unoptimised Yaffle code).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +25,8 @@ use yaffle_store::clickhouse::ClickHouseStore;
 use yaffle_store::clickhouse::testing::fresh_config;
 
 const HOSTS: usize = 1_000;
-const STEPS: usize = 100;
+/// 10-second steps of every host; `YAFFLE_BENCH_STEPS` overrides.
+const STEPS: usize = 30;
 const FIELDS: [&str; 10] = [
     "usage_user",
     "usage_system",
@@ -53,8 +55,9 @@ fn points() -> Vec<Point> {
             ))
         })
         .collect();
-    let mut out = Vec::with_capacity(HOSTS * STEPS);
-    for step in 0..STEPS {
+    let steps = std::env::var("YAFFLE_BENCH_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(STEPS);
+    let mut out = Vec::with_capacity(HOSTS * steps);
+    for step in 0..steps {
         for (h, key) in keys.iter().enumerate() {
             let fields = FIELDS
                 .iter()

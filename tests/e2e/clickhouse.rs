@@ -52,11 +52,27 @@ retry_max = "1s"
     file.display().to_string()
 }
 
+fn database(test: &str) -> String {
+    format!("e2e_{test}_{}", std::process::id())
+}
+
 fn start(dir: &Path, test: &str, extra: &str) -> Yaffle {
-    let database = format!("e2e_{test}_{}", std::process::id());
-    let file = config(dir, &database, extra);
+    let file = config(dir, &database(test), extra);
     Yaffle::start(&dir.join("data"), &[("YAFFLE_CONFIG", &file)])
 }
+
+/// Waits until every replica has fetched what its peer holds, so any replica a read picks is complete.
+fn sync_replicas(test: &str) {
+    for node in 1..=4 {
+        let url = format!("http://127.0.0.1:{}/", 28120 + node);
+        let mut r = agent().post(&url).send(format!("SYSTEM SYNC REPLICA {}.points_local", database(test))).unwrap();
+        assert_eq!(r.status(), 200, "sync replica on node {node}: {}", r.body_mut().read_to_string().unwrap());
+    }
+}
+
+/// Between requests of each writer: a sustained ~2 000 points/s from two writers, which a debug build
+/// on a busy 2-core machine keeps up with (throughput is the benchmark's business).
+const SUSTAINED: Duration = Duration::from_millis(50);
 
 const ROWS: &str = "SELECT tag_values[indexOf(tag_keys, 'writer')] AS w, value_int AS s FROM points";
 
@@ -64,13 +80,9 @@ fn count(y: &Yaffle) -> u64 {
     y.sql("SELECT count() AS n FROM points")[0]["n"].as_u64().unwrap()
 }
 
-fn wait_count(y: &Yaffle, n: usize, timeout: Duration) -> u64 {
+fn wait_count(y: &Yaffle, n: usize, timeout: Duration) {
     let deadline = Instant::now() + timeout;
-    loop {
-        let got = count(y);
-        if got >= n as u64 || Instant::now() > deadline {
-            return got;
-        }
+    while count(y) < n as u64 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -82,7 +94,7 @@ fn sigkill_of_a_replica_during_sustained_writes_loses_and_duplicates_nothing() {
     let _restore = Restore;
     let dir = tempfile::tempdir().unwrap();
     let yaffle = start(dir.path(), "replica", "");
-    let load = Load::start(&yaffle.url("/write?db=ch&precision=ns"), 2, 100);
+    let load = Load::start(&yaffle.url("/write?db=ch&precision=ns"), 2, 50, SUSTAINED);
     std::thread::sleep(Duration::from_secs(2));
     cluster(&["kill-node", "1"]);
     cluster(&["kill-node", "4"]);
@@ -91,10 +103,11 @@ fn sigkill_of_a_replica_during_sustained_writes_loses_and_duplicates_nothing() {
     std::thread::sleep(Duration::from_secs(2));
     let refused = load.refused();
     let acked = load.stop();
-    assert!(acked.len() > 2000, "load was running ({} points)", acked.len());
+    assert!(acked.len() > 1000, "load was running ({} points)", acked.len());
     assert_eq!(refused, 0, "ingest refused writes while replicas were down");
-    let stored = wait_count(&yaffle, acked.len(), Duration::from_secs(60));
-    assert_eq!(stored, acked.len() as u64, "stored rows vs acknowledged points");
+    wait_count(&yaffle, acked.len(), Duration::from_secs(60));
+    sync_replicas("replica");
+    assert_eq!(count(&yaffle), acked.len() as u64, "stored rows vs acknowledged points");
     assert_exactly_once(&acked, &yaffle.sql(ROWS));
 }
 
@@ -107,7 +120,7 @@ fn a_whole_shard_down_for_a_minute_delays_only_itself() {
     let yaffle = start(dir.path(), "shard", "on_missing_shard = \"partial\"");
     let cursors = |name: &str| std::fs::read_to_string(dir.path().join("data/log").join(format!("{name}.cursor"))).ok();
     let (kafka, alert) = (cursors("kafka"), cursors("alert"));
-    let load = Load::start(&yaffle.url("/write?db=ch&precision=ns"), 2, 100);
+    let load = Load::start(&yaffle.url("/write?db=ch&precision=ns"), 2, 50, SUSTAINED);
     std::thread::sleep(Duration::from_secs(2));
     cluster(&["stop-node", "3"]);
     cluster(&["stop-node", "4"]);
@@ -134,8 +147,9 @@ fn a_whole_shard_down_for_a_minute_delays_only_itself() {
 
     std::thread::sleep(Duration::from_secs(2));
     let acked = load.stop();
-    let stored = wait_count(&yaffle, acked.len(), Duration::from_secs(90));
-    assert_eq!(stored, acked.len() as u64, "stored rows vs acknowledged points after the shard returned");
+    wait_count(&yaffle, acked.len(), Duration::from_secs(90));
+    sync_replicas("shard");
+    assert_eq!(count(&yaffle), acked.len() as u64, "stored rows vs acknowledged points after the shard returned");
     assert_exactly_once(&acked, &yaffle.sql(ROWS));
     assert_eq!((cursors("kafka"), cursors("alert")), (kafka, alert), "the other sinks' cursors were not touched");
 }

@@ -8,7 +8,7 @@ use crate::support::{Load, Yaffle, assert_exactly_once};
 fn sigkill_under_load_loses_no_acknowledged_point() {
     let dir = tempfile::tempdir().unwrap();
     let mut yaffle = Yaffle::start(dir.path(), &[]);
-    let load = Load::start(&yaffle.url("/write?db=kill&precision=ns"), 4, 50);
+    let load = Load::start(&yaffle.url("/write?db=kill&precision=ns"), 4, 50, Duration::ZERO);
     // Let load build up, then kill without warning while writers keep going.
     std::thread::sleep(Duration::from_millis(1500));
     let before_kill = load.acked();

@@ -109,7 +109,7 @@ impl Yaffle {
             req = req.header("Authorization", format!("Token {t}"));
         }
         let mut r = req.send(q).expect("sql request");
-        let body = r.body_mut().read_to_string().unwrap();
+        let body = r.body_mut().with_config().limit(1 << 30).read_to_string().unwrap();
         assert_eq!(r.status(), 200, "{q}: {body}");
         serde_json::from_str(&body).unwrap()
     }
@@ -153,8 +153,8 @@ pub(crate) struct Load {
 }
 
 impl Load {
-    /// Starts `writers` threads posting `lines` points per request to `url`.
-    pub(crate) fn start(url: &str, writers: usize, lines: usize) -> Self {
+    /// Starts `writers` threads posting `lines` points per request to `url`, pausing `pause` between requests.
+    pub(crate) fn start(url: &str, writers: usize, lines: usize, pause: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(HashSet::new()));
         let refused = Arc::new(AtomicU64::new(0));
@@ -183,6 +183,7 @@ impl Load {
                             }
                         }
                         seq += lines as u64;
+                        std::thread::sleep(pause);
                     }
                 })
             })

@@ -191,9 +191,14 @@ impl ClickHouseStore {
             let r = &s.replicas[i];
             let t = Some(self.config.insert_timeout);
             let mut insert = r.client.insert_formatted_with(sql.clone()).with_timeouts(t, t);
-            let result = match insert.send(block.data.clone()).await {
-                Ok(()) => insert.end().await,
-                Err(e) => Err(e),
+            let attempt = async {
+                insert.send(block.data.clone()).await?;
+                insert.end().await
+            };
+            // The client's own timeouts do not cover every phase: bound the whole attempt too.
+            let result = match tokio::time::timeout(self.config.insert_timeout, attempt).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {:?}", self.config.insert_timeout)),
             };
             match result {
                 Ok(()) => {

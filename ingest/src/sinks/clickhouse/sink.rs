@@ -72,7 +72,16 @@ impl ClickHouseSink {
                 let inner = Arc::clone(&self.inner);
                 let shutdown = shutdown.clone();
                 let span = info_span!("clickhouse_shard", shard = shard + 1);
-                tokio::spawn(async move { inner.run_shard(shard, file, shutdown).await }.instrument(span))
+                tokio::spawn(
+                    async move {
+                        let result = inner.run_shard(shard, file, shutdown).await;
+                        if let Err(e) = &result {
+                            tracing::error!(error = %e, "clickhouse shard writer failed and stopped");
+                        }
+                        result
+                    }
+                    .instrument(span),
+                )
             })
             .collect();
         let mut result = Ok(());
@@ -220,11 +229,11 @@ impl Inner {
     fn committed(&self, shard: usize, file: &mut ProgressFile, position: u64) -> Result<(), IngestError> {
         file.commit(position)?;
         self.metrics.clickhouse_position.get_or_create(&ShardLabels { shard: shard as u32 + 1 }).set(position as i64);
-        let slowest = {
-            let mut positions = self.positions.lock().expect("positions lock");
-            positions[shard] = position;
-            positions.iter().copied().min().unwrap_or(position)
-        };
+        // Held while committing: the log persists a cursor through one temporary file, so two shards
+        // must not commit it at the same time.
+        let mut positions = self.positions.lock().expect("positions lock");
+        positions[shard] = position;
+        let slowest = positions.iter().copied().min().unwrap_or(position);
         self.log.commit(CursorName::Store, slowest)
     }
 }

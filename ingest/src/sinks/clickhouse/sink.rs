@@ -51,12 +51,21 @@ impl ClickHouseSink {
         Self { inner: Arc::new(Inner { log, store, config, metrics, dir, positions }) }
     }
 
-    /// Creates the schema (one attempt: the shard tasks retry their inserts anyway), then runs one task
-    /// per shard until `shutdown` turns true.
+    /// Creates the schema (retried in the background) and runs one task per shard until `shutdown` turns
+    /// true.
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), IngestError> {
-        if let Err(e) = self.inner.store.init().await {
-            tracing::warn!(error = %e, "clickhouse schema not created; inserts will be retried");
-        }
+        // The schema is created in the background, retried until the cluster answers, so ingest starts
+        // (and inserts queue up per shard) while ClickHouse is down.
+        let (inner, mut stop) = (Arc::clone(&self.inner), shutdown.clone());
+        tokio::spawn(async move {
+            let mut backoff = Backoff::new(inner.config.retry_initial, inner.config.retry_max);
+            while let Err(e) = inner.store.init().await {
+                tracing::warn!(error = %e, "clickhouse schema not created yet, retrying");
+                if sleep_or_shutdown(backoff.next_delay(), &mut stop).await {
+                    return;
+                }
+            }
+        });
         let start = self.inner.log.cursor_position(CursorName::Store);
         let shards = self.inner.store.shards();
         let mut files = Vec::with_capacity(shards);

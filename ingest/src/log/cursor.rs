@@ -4,6 +4,7 @@ use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,9 @@ pub(super) struct CursorState {
     /// Positions below this were dropped for this cursor by the `drop_oldest` policy.
     pub(super) floor: AtomicU64,
     file: PathBuf,
+    /// Serialises [`CursorState::persist`]: its temporary file is per cursor, and several tasks may
+    /// commit one cursor (the ClickHouse sink's shards do).
+    persisting: Mutex<()>,
 }
 
 impl CursorState {
@@ -71,7 +75,14 @@ impl CursorState {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => start,
             Err(e) => return Err(e),
         };
-        Ok(Self { name, config, committed: AtomicU64::new(committed), floor: AtomicU64::new(0), file })
+        Ok(Self {
+            name,
+            config,
+            committed: AtomicU64::new(committed),
+            floor: AtomicU64::new(0),
+            file,
+            persisting: Mutex::new(()),
+        })
     }
 
     /// The position below which this cursor needs nothing.
@@ -80,8 +91,9 @@ impl CursorState {
     }
 
     /// Persists a position (atomically: write, fsync, rename). Cursors never move back: an older
-    /// position than the committed one leaves it as it is.
+    /// position than the committed one leaves it as it is. Safe to call from several threads.
     pub(super) fn persist(&self, position: u64) -> std::io::Result<()> {
+        let _one_at_a_time = self.persisting.lock().unwrap_or_else(|e| e.into_inner());
         let position = position.max(self.committed.load(Ordering::Acquire));
         let tmp = self.file.with_extension("cursor.tmp");
         let mut f = fs::File::create(&tmp)?;

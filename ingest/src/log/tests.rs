@@ -221,3 +221,25 @@ fn fsync_policy_parses() {
     assert_eq!(parse("100ms").unwrap(), FsyncPolicy::Interval(Duration::from_millis(100)));
     assert!(parse("sometimes").unwrap_err().to_string().contains("fsync must be"));
 }
+
+#[test]
+fn concurrent_commits_of_one_cursor_all_succeed_and_keep_the_largest() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(dir.path(), &LogConfig::default()));
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for i in 0..200u64 {
+                    log.commit(CursorName::Store, i * 4 + t).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(log.cursor_position(CursorName::Store), 199 * 4 + 3);
+    let on_disk = std::fs::read_to_string(dir.path().join("log/store.cursor")).unwrap();
+    assert_eq!(on_disk, (199 * 4 + 3).to_string());
+}

@@ -238,11 +238,12 @@ impl Inner {
     fn committed(&self, shard: usize, file: &mut ProgressFile, position: u64) -> Result<(), IngestError> {
         file.commit(position)?;
         self.metrics.clickhouse_position.get_or_create(&ShardLabels { shard: shard as u32 + 1 }).set(position as i64);
-        // Held while committing: the log persists a cursor through one temporary file, so two shards
-        // must not commit it at the same time.
-        let mut positions = self.positions.lock().expect("positions lock");
-        positions[shard] = position;
-        let slowest = positions.iter().copied().min().unwrap_or(position);
+        let slowest = {
+            let mut positions = self.positions.lock().expect("positions lock");
+            positions[shard] = position;
+            positions.iter().copied().min().unwrap_or(position)
+        };
+        // Shards may commit at once, in any order: the cursor keeps the largest position it was given.
         self.log.commit(CursorName::Store, slowest)
     }
 }

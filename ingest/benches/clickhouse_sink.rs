@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::watch;
+use yaffle_core::tsbs::FIELDS;
 use yaffle_core::{Batch, FieldValue, Point, SeriesKey};
 use yaffle_ingest::Metrics;
 use yaffle_ingest::log::{CursorName, Log, LogConfig};
@@ -27,18 +28,6 @@ use yaffle_store::clickhouse::testing::fresh_config;
 const HOSTS: usize = 1_000;
 /// 10-second steps of every host; `YAFFLE_BENCH_STEPS` overrides.
 const STEPS: usize = 30;
-const FIELDS: [&str; 10] = [
-    "usage_user",
-    "usage_system",
-    "usage_idle",
-    "usage_nice",
-    "usage_iowait",
-    "usage_irq",
-    "usage_softirq",
-    "usage_steal",
-    "usage_guest",
-    "usage_guest_nice",
-];
 const ROUNDS: usize = 3;
 
 fn points() -> Vec<Point> {

@@ -99,6 +99,15 @@ impl Ddl<'_> {
         }
     }
 
+    /// The series and field columns both tables share, in insert order.
+    fn series_columns(&self) -> String {
+        let (lc, z) = (self.lc(), self.codec("ZSTD(1)"));
+        format!(
+            "database {lc}, measurement {lc}, series_id UInt64, series_key String{z}, tag_keys Array({lc}), \
+             tag_values Array(String){z}, field {lc}"
+        )
+    }
+
     fn engine(&self, table: &str, replacing_version: Option<&str>) -> String {
         let (db, c) = (self.database, self.cluster);
         let path = format!("'/clickhouse/tables/{c}/{db}/{table}/{{shard}}', '{{replica}}'");
@@ -109,19 +118,13 @@ impl Ddl<'_> {
     }
 
     fn points_local(&self) -> String {
-        let (db, c, lc) = (self.database, self.cluster, self.lc());
+        let (db, c) = (self.database, self.cluster);
         let mut s = format!(
             "CREATE TABLE IF NOT EXISTS {db}.points_local ON CLUSTER {c} (\
              route UInt64, \
              time_ns Int64{dd}, \
              {time}, \
-             database {lc}, \
-             measurement {lc}, \
-             series_id UInt64, \
-             series_key String{z}, \
-             tag_keys Array({lc}), \
-             tag_values Array(String){z}, \
-             field {lc}, \
+             {series}, \
              value Nullable(Float64){gorilla}, \
              value_int Nullable(Int64){z}, \
              value_uint Nullable(UInt64){z}, \
@@ -132,6 +135,7 @@ impl Ddl<'_> {
              ORDER BY (database, measurement, series_id, field, time_ns)",
             dd = self.codec("DoubleDelta, ZSTD(1)"),
             time = self.time_alias("time_ns"),
+            series = self.series_columns(),
             z = self.codec("ZSTD(1)"),
             gorilla = self.codec("Gorilla, ZSTD(1)"),
             engine = self.engine("points_local", None),
@@ -143,20 +147,14 @@ impl Ddl<'_> {
     }
 
     fn rollups_local(&self) -> String {
-        let (db, c, lc) = (self.database, self.cluster, self.lc());
+        let (db, c) = (self.database, self.cluster);
         let mut s = format!(
             "CREATE TABLE IF NOT EXISTS {db}.rollups_local ON CLUSTER {c} (\
              route UInt64, \
              resolution_s UInt32, \
              window_start_ns Int64{dd}, \
              {time}, \
-             database {lc}, \
-             measurement {lc}, \
-             series_id UInt64, \
-             series_key String{z}, \
-             tag_keys Array({lc}), \
-             tag_values Array(String){z}, \
-             field {lc}, \
+             {series}, \
              count UInt64{z}, \
              sum Float64{gorilla}, \
              min Float64{gorilla}, \
@@ -172,6 +170,7 @@ impl Ddl<'_> {
              ORDER BY (database, measurement, series_id, field, resolution_s, window_start_ns)",
             dd = self.codec("DoubleDelta, ZSTD(1)"),
             time = self.time_alias("window_start_ns"),
+            series = self.series_columns(),
             z = self.codec("ZSTD(1)"),
             gorilla = self.codec("Gorilla, ZSTD(1)"),
             engine = self.engine("rollups_local", Some("version")),

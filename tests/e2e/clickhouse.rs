@@ -18,10 +18,19 @@ fn cluster(args: &[&str]) {
     assert!(out.status.success(), "clickhouse-cluster {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Starts every node again when dropped, so a failing test leaves a whole cluster behind.
-struct Restore;
+/// The whole cluster for one test: taken once every node runs, every node started again when dropped
+/// (so a failing test leaves a whole cluster behind), released after that.
+struct ExclusiveCluster {
+    _lock: std::sync::MutexGuard<'static, ()>,
+}
 
-impl Drop for Restore {
+fn exclusive_cluster() -> ExclusiveCluster {
+    let lock = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    cluster(&["start"]);
+    ExclusiveCluster { _lock: lock }
+}
+
+impl Drop for ExclusiveCluster {
     fn drop(&mut self) {
         cluster(&["start"]);
     }
@@ -89,9 +98,7 @@ fn wait_count(y: &Yaffle, n: usize, timeout: Duration) {
 
 #[test]
 fn sigkill_of_a_replica_during_sustained_writes_loses_and_duplicates_nothing() {
-    let _one_at_a_time = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    cluster(&["start"]);
-    let _restore = Restore;
+    let _cluster = exclusive_cluster();
     let dir = tempfile::tempdir().unwrap();
     let yaffle = start(dir.path(), "replica", "");
     let load = Load::start(&yaffle.url("/write?db=ch&precision=ns"), 2, 50, SUSTAINED);
@@ -108,14 +115,12 @@ fn sigkill_of_a_replica_during_sustained_writes_loses_and_duplicates_nothing() {
     wait_count(&yaffle, acked.len(), Duration::from_secs(60));
     sync_replicas("replica");
     assert_eq!(count(&yaffle), acked.len() as u64, "stored rows vs acknowledged points");
-    assert_exactly_once(&acked, &yaffle.sql(ROWS));
+    assert_exactly_once(&yaffle, ROWS, &acked);
 }
 
 #[test]
 fn a_whole_shard_down_for_a_minute_delays_only_itself() {
-    let _one_at_a_time = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    cluster(&["start"]);
-    let _restore = Restore;
+    let _cluster = exclusive_cluster();
     let dir = tempfile::tempdir().unwrap();
     let yaffle = start(dir.path(), "shard", "on_missing_shard = \"partial\"");
     let cursors = |name: &str| std::fs::read_to_string(dir.path().join("data/log").join(format!("{name}.cursor"))).ok();
@@ -150,7 +155,7 @@ fn a_whole_shard_down_for_a_minute_delays_only_itself() {
     wait_count(&yaffle, acked.len(), Duration::from_secs(90));
     sync_replicas("shard");
     assert_eq!(count(&yaffle), acked.len() as u64, "stored rows vs acknowledged points after the shard returned");
-    assert_exactly_once(&acked, &yaffle.sql(ROWS));
+    assert_exactly_once(&yaffle, ROWS, &acked);
     assert_eq!((cursors("kafka"), cursors("alert")), (kafka, alert), "the other sinks' cursors were not touched");
 }
 

@@ -18,6 +18,9 @@ fn sigkill_under_load_loses_no_acknowledged_point() {
     let acked = load.stop();
     let stored = yaffle.wait_count("database = 'kill'", acked.len() as u64, Duration::from_secs(60));
     assert!(stored >= acked.len() as u64, "{stored} stored < {} acknowledged", acked.len());
-    let rows = yaffle.sql("SELECT tags['writer'] AS w, value_int AS s FROM points WHERE database = 'kill'");
-    assert_exactly_once(&acked, &rows);
+    assert_exactly_once(
+        &yaffle,
+        "SELECT tags['writer'] AS w, value_int AS s FROM points WHERE database = 'kill'",
+        &acked,
+    );
 }

@@ -211,13 +211,24 @@ impl Load {
     }
 }
 
-/// Checks that `rows` (`w` = writer tag, `s` = seq) hold every acknowledged point exactly once.
-pub(crate) fn assert_exactly_once(acked: &HashSet<(usize, u64)>, rows: &[serde_json::Value]) {
-    let mut seen = HashSet::with_capacity(rows.len());
-    for r in rows {
-        let w: usize = r["w"].as_str().unwrap()[1..].parse().unwrap();
-        assert!(seen.insert((w, r["s"].as_u64().unwrap())), "duplicate point {r}");
+/// Checks that the rows of `sql` (`w` = writer tag, `s` = seq) hold every acknowledged point exactly
+/// once. Rows still on their way to the store (the sink flushes on its own schedule) are waited for, up
+/// to a minute; a duplicate fails at once.
+pub(crate) fn assert_exactly_once(yaffle: &Yaffle, sql: &str, acked: &HashSet<(usize, u64)>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = yaffle.sql(sql);
+        let mut seen = HashSet::with_capacity(rows.len());
+        for r in &rows {
+            let w: usize = r["w"].as_str().unwrap()[1..].parse().unwrap();
+            assert!(seen.insert((w, r["s"].as_u64().unwrap())), "duplicate point {r}");
+        }
+        let missing = acked.difference(&seen).count();
+        if missing == 0 {
+            return;
+        }
+        let some: Vec<_> = acked.difference(&seen).take(5).collect();
+        assert!(Instant::now() < deadline, "{missing} acknowledged points lost, e.g. {some:?}");
+        std::thread::sleep(Duration::from_millis(200));
     }
-    let missing: Vec<_> = acked.difference(&seen).take(5).collect();
-    assert!(missing.is_empty(), "{} acknowledged points lost, e.g. {missing:?}", acked.difference(&seen).count());
 }

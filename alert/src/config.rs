@@ -1,0 +1,94 @@
+//! Evaluator configuration (`[alert]` in the config file).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One Alertmanager, or a plain webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receiver {
+    /// Base URL of an Alertmanager (alerts go to `<url>/api/v2/alerts`), or the full URL of a webhook.
+    pub url: String,
+}
+
+/// How the evaluator reads rules, keeps time and notifies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertConfig {
+    /// Rule files, or directories whose `*.yml`/`*.yaml` files are rule files.
+    pub rule_files: Vec<PathBuf>,
+    /// How often rules are evaluated without new points (for `for`, staleness and absence), files are
+    /// checked for changes, and alerts are resent.
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    /// A group's `interval` when it has none (used for `endsAt`, as in Prometheus).
+    #[serde(with = "humantime_serde")]
+    pub default_interval: Duration,
+    /// How far back an instant selector looks for a series' latest sample (Prometheus' lookback delta).
+    #[serde(with = "humantime_serde")]
+    pub lookback: Duration,
+    /// Points further than this ahead of the wall clock are dropped (and counted), so one bad clock
+    /// cannot move event time.
+    #[serde(with = "humantime_serde")]
+    pub max_future: Duration,
+    /// Most series held; new series past it are dropped and counted.
+    pub max_series: usize,
+    /// Firing alerts are resent this often.
+    #[serde(with = "humantime_serde")]
+    pub resend_delay: Duration,
+    /// Alertmanagers (API v2); every alert goes to each.
+    pub alertmanagers: Vec<Receiver>,
+    /// Plain webhooks: each gets Alertmanager's webhook JSON (`version` 4) for every batch sent.
+    pub webhooks: Vec<Receiver>,
+    /// Timeout of one notification request.
+    #[serde(with = "humantime_serde")]
+    pub notify_timeout: Duration,
+    /// Alerts waiting to be sent, per receiver; the oldest are dropped (and counted) past it.
+    pub notify_queue: usize,
+    /// Labels added to every alert (keep them identical on the two replicas of a pair, so
+    /// Alertmanager deduplicates their alerts).
+    pub external_labels: BTreeMap<String, String>,
+    /// URL of this evaluator, for templates (`$externalURL`) and alerts' `generatorURL`.
+    pub external_url: String,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        Self {
+            rule_files: Vec::new(),
+            tick: Duration::from_secs(1),
+            default_interval: Duration::from_secs(60),
+            lookback: Duration::from_secs(300),
+            max_future: Duration::from_secs(600),
+            max_series: 1_000_000,
+            resend_delay: Duration::from_secs(60),
+            alertmanagers: Vec::new(),
+            webhooks: Vec::new(),
+            notify_timeout: Duration::from_secs(10),
+            notify_queue: 10_000,
+            external_labels: BTreeMap::new(),
+            external_url: String::new(),
+        }
+    }
+}
+
+impl AlertConfig {
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.tick.is_zero() || self.lookback.is_zero() || self.resend_delay.is_zero() {
+            return Err("alert.tick, alert.lookback and alert.resend_delay must be positive".into());
+        }
+        if self.max_series == 0 || self.notify_queue == 0 {
+            return Err("alert.max_series and alert.notify_queue must be positive".into());
+        }
+        for r in self.alertmanagers.iter().chain(&self.webhooks) {
+            if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
+                return Err(format!("alert receiver url {:?} must start with http:// or https://", r.url));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,248 @@
+//! The evaluator: points in, rule evaluations on event time, alerts out.
+//!
+//! It is synchronous and owns all alerting state; [`crate::service`] drives it from the network or the
+//! local log, a tick and reloads.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use yaffle_core::Batch;
+
+use crate::alerting::{AlertState, EvalContext, External, RuleState};
+use crate::config::AlertConfig;
+use crate::labels::Labels;
+use crate::metrics::{Metrics, PointLabels, StateLabels};
+use crate::notifier::Notification;
+use crate::rules::RuleSet;
+use crate::series::{IngestStats, SeriesStore};
+
+/// Every group's rule states, the series they read and the event-time clock.
+#[derive(Debug)]
+pub struct Evaluator {
+    rules: Arc<RuleSet>,
+    /// `states[g][r]` is rule `r` of group `g`.
+    states: Vec<Vec<RuleState>>,
+    store: SeriesStore,
+    /// Event time (ns): the latest point timestamp seen, or that plus the wall time since it when the
+    /// stream is idle.
+    clock: i64,
+    /// Wall clock and event clock at the last point.
+    last_point: Option<(Instant, i64)>,
+    lookback_ns: i64,
+    max_future_ns: i64,
+    tick: Duration,
+    resend: Duration,
+    external: External,
+    metrics: Arc<Metrics>,
+}
+
+impl Evaluator {
+    /// An evaluator for `rules` with no series and no alerts.
+    pub fn new(rules: Arc<RuleSet>, config: &AlertConfig, metrics: Arc<Metrics>) -> Self {
+        let external = External {
+            labels: Labels::from_pairs(config.external_labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            url: config.external_url.clone(),
+        };
+        let store = SeriesStore::new(rules.selectors.matchers.clone(), config.max_series);
+        let states = rules.groups.iter().map(|g| g.rules.iter().cloned().map(RuleState::new).collect()).collect();
+        metrics.rules.set(rules.rule_count() as i64);
+        Self {
+            rules,
+            states,
+            store,
+            clock: i64::MIN,
+            last_point: None,
+            lookback_ns: config.lookback.as_nanos() as i64,
+            max_future_ns: config.max_future.as_nanos() as i64,
+            tick: config.tick,
+            resend: config.resend_delay,
+            external,
+            metrics,
+        }
+    }
+
+    /// Replaces the rules. Rules whose definition did not change keep their alerts; the series of
+    /// selectors still in use keep their samples.
+    pub fn reload(&mut self, rules: Arc<RuleSet>) {
+        let mut old: HashMap<String, RuleState> = HashMap::new();
+        for state in self.states.drain(..).flatten() {
+            old.insert(state.rule.key.clone(), state);
+        }
+        self.states = rules
+            .groups
+            .iter()
+            .map(|g| {
+                g.rules
+                    .iter()
+                    .map(|r| match old.remove(&r.key) {
+                        Some(mut s) => {
+                            s.rule = Arc::clone(r);
+                            s
+                        }
+                        None => RuleState::new(Arc::clone(r)),
+                    })
+                    .collect()
+            })
+            .collect();
+        self.store.set_selectors(rules.selectors.matchers.clone());
+        self.metrics.rules.set(rules.rule_count() as i64);
+        self.rules = rules;
+    }
+
+    /// The loaded rules.
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
+    }
+
+    /// The rule states, by group.
+    pub fn states(&self) -> &[Vec<RuleState>] {
+        &self.states
+    }
+
+    /// The event-time clock (ns), `None` before the first point.
+    pub fn clock(&self) -> Option<i64> {
+        (self.clock != i64::MIN).then_some(self.clock)
+    }
+
+    /// How much history rebuilds the whole state: a replay of the points of this long before the
+    /// last one seen reproduces every alert, pending or firing, and every range a rule reads.
+    pub fn horizon(&self) -> Duration {
+        let reads = Duration::from_nanos(self.lookback_ns.max(self.rules.max_range_ns()) as u64);
+        reads + self.rules.max_hold()
+    }
+
+    /// Moves the event clock to `at` if it is behind (a watermark from a source that knows no earlier
+    /// point will come, or a test stepping time).
+    pub fn advance_to(&mut self, at: i64) {
+        self.clock = self.clock.max(at);
+    }
+
+    /// Adds a batch's points. Points from beyond the wall clock plus `max_future` are dropped.
+    pub fn ingest(&mut self, batch: &Batch) {
+        let wall = wall_ns();
+        let floor = self.floor();
+        let mut stats = IngestStats::default();
+        let mut future = 0u64;
+        for p in &batch.points {
+            if p.timestamp > wall.saturating_add(self.max_future_ns) {
+                future += 1;
+                continue;
+            }
+            self.store.ingest(p, floor, &mut stats);
+            self.clock = self.clock.max(p.timestamp);
+        }
+        if !batch.points.is_empty() {
+            self.last_point = Some((Instant::now(), self.clock));
+        }
+        let count = |outcome, n| self.metrics.samples.get_or_create(&PointLabels { outcome }).inc_by(n);
+        count("stored", stats.stored - stats.out_of_order);
+        count("out_of_order", stats.out_of_order);
+        count("ignored", stats.ignored);
+        count("dropped", stats.dropped);
+        count("future", future);
+    }
+
+    /// Oldest sample any rule can still read.
+    fn floor(&self) -> i64 {
+        if self.clock == i64::MIN {
+            return i64::MIN;
+        }
+        self.clock.saturating_sub(self.lookback_ns.max(self.rules.max_range_ns()))
+    }
+
+    /// Evaluates the rules that read series which received points since the last evaluation (every
+    /// rule when `all`), at the clock, and returns the alerts due to be sent.
+    pub fn evaluate(&mut self, all: bool) -> Vec<Notification> {
+        if self.clock == i64::MIN {
+            return Vec::new();
+        }
+        let started = Instant::now();
+        let dirty = self.store.take_dirty();
+        let at = self.clock;
+        let ctx = EvalContext { store: &self.store, lookback_ns: self.lookback_ns, external: &self.external };
+        for (g, group) in self.rules.groups.iter().enumerate() {
+            for state in &mut self.states[g] {
+                if !all && !state.rule.selectors.iter().any(|&s| dirty[s]) {
+                    continue;
+                }
+                self.metrics.evaluations.inc();
+                if let Err(e) = state.evaluate(group, at, &ctx) {
+                    self.metrics.evaluation_failures.inc();
+                    tracing::warn!(group = %group.name, rule = %state.rule.name, error = %e, "rule evaluation failed");
+                }
+            }
+        }
+        self.metrics.evaluation_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.event_time_seconds.set(at as f64 / 1e9);
+        self.due()
+    }
+
+    /// The periodic step: moves the clock on by the wall time since the last point when no point came
+    /// for a tick, forgets what no rule can read any more, evaluates every rule.
+    pub fn tick(&mut self) -> Vec<Notification> {
+        if let Some((wall, event)) = self.last_point
+            && wall.elapsed() >= self.tick
+        {
+            let idle_ns = wall.elapsed().as_nanos() as i64;
+            self.clock = self.clock.max(event.saturating_add(idle_ns));
+        }
+        self.store.expire(self.floor());
+        self.metrics.series.set(self.store.len() as i64);
+        self.metrics.retained_samples.set(self.store.samples() as i64);
+        let out = self.evaluate(true);
+        let mut counts = [0i64; 3];
+        for a in self.states.iter().flatten().flat_map(|s| s.active.values()) {
+            counts[a.state as usize] += 1;
+        }
+        for state in [AlertState::Inactive, AlertState::Pending, AlertState::Firing] {
+            self.metrics.alerts.get_or_create(&StateLabels { state: state.as_str() }).set(counts[state as usize]);
+        }
+        out
+    }
+
+    /// Collects the alerts due to be sent and marks them sent.
+    fn due(&mut self) -> Vec<Notification> {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let mut out = Vec::new();
+        for (g, group) in self.rules.groups.iter().enumerate() {
+            let valid_for = 4 * self.resend.max(group.interval);
+            for state in &mut self.states[g] {
+                for a in state.active.values_mut() {
+                    if !a.needs_sending(now, self.resend) {
+                        continue;
+                    }
+                    let mut labels: Vec<(Arc<str>, Arc<str>)> = self.external.labels.pairs().to_vec();
+                    labels.extend(a.labels.pairs().iter().cloned());
+                    let starts_at = from_ns(a.fired_at.unwrap_or(a.active_at));
+                    let ends_at = match a.resolved_at {
+                        Some(r) if a.state == AlertState::Inactive => from_ns(r).min(wall).max(starts_at),
+                        _ => wall + valid_for,
+                    };
+                    out.push(Notification {
+                        labels: Labels::new(labels),
+                        annotations: a.annotations.clone(),
+                        starts_at,
+                        ends_at,
+                        generator_url: self.external.url.clone(),
+                    });
+                    a.last_sent = Some(now);
+                    if a.state == AlertState::Inactive {
+                        a.resolved_sent = true;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn from_ns(ns: i64) -> SystemTime {
+    if ns >= 0 { UNIX_EPOCH + Duration::from_nanos(ns as u64) } else { UNIX_EPOCH }
+}
+
+/// The wall clock in nanoseconds since the Unix epoch.
+pub fn wall_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}

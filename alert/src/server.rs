@@ -1,0 +1,164 @@
+//! The evaluator's HTTP API.
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `POST /api/v1/push` | a batch in the Yaffle batch codec, from ingest's alert sink; answers [`Status`] |
+//! | `GET /api/v1/status` | [`Status`] |
+//! | `GET /api/v1/rules` | Prometheus' rules API shape (Grafana lists them) |
+//! | `GET /api/v1/alerts` | Prometheus' alerts API shape |
+//! | `POST /-/reload` | reload the rule files (also on SIGHUP and when a file changes) |
+//! | `GET /-/healthy`, `GET /-/ready` | liveness |
+//! | `GET /metrics` | Prometheus text format |
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use yaffle_core::Batch;
+
+use crate::alerting::{Alert, AlertState, Health, RuleState};
+use crate::service::Service;
+
+/// What the routes share.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The evaluator.
+    pub service: Service,
+    /// The registry `/metrics` renders.
+    pub registry: Arc<Registry>,
+}
+
+/// The router.
+pub fn app(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/push", post(push))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/rules", get(rules))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/-/reload", post(reload))
+        .route("/-/healthy", get(|| async { "ok" }))
+        .route("/-/ready", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn push(State(s): State<ApiState>, body: Bytes) -> Response {
+    let batch = match Batch::decode(&body) {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("body is not a yaffle batch: {e}")).into_response(),
+    };
+    match s.service.push(batch).await {
+        Ok(status) => Json(status).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+    }
+}
+
+async fn status(State(s): State<ApiState>) -> Response {
+    Json(s.service.status()).into_response()
+}
+
+async fn reload(State(s): State<ApiState>) -> Response {
+    match s.service.reload() {
+        Ok(()) => (StatusCode::OK, "rules reloaded\n").into_response(),
+        Err(errors) => {
+            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reload failed, the current rules stay:\n{}\n", text.join("\n")),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &s.registry) {
+        Ok(()) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn rfc3339_ns(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+fn labels_json(l: &crate::labels::Labels) -> Value {
+    Value::Object(l.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect())
+}
+
+fn alert_json(a: &Alert) -> Value {
+    json!({
+        "labels": labels_json(&a.labels),
+        "annotations": labels_json(&a.annotations),
+        "state": a.state.as_str(),
+        "activeAt": rfc3339_ns(a.active_at),
+        "value": format!("{:e}", a.value),
+    })
+}
+
+fn rule_json(r: &RuleState) -> Value {
+    let state = r.active.values().map(|a| a.state).max().unwrap_or(AlertState::Inactive);
+    let (health, last_error) = match &r.health {
+        Health::Unknown => ("unknown", String::new()),
+        Health::Ok => ("ok", String::new()),
+        Health::Err(e) => ("err", e.clone()),
+    };
+    json!({
+        "type": "alerting",
+        "name": r.rule.name,
+        "query": r.rule.expr,
+        "duration": r.rule.for_.as_secs_f64(),
+        "keepFiringFor": r.rule.keep_firing_for.as_secs_f64(),
+        "labels": r.rule.labels.iter().map(|(k, t)| (k.clone(), Value::String(t.source().to_string()))).collect::<serde_json::Map<_, _>>(),
+        "annotations": r.rule.annotations.iter().map(|(k, t)| (k.clone(), Value::String(t.source().to_string()))).collect::<serde_json::Map<_, _>>(),
+        "alerts": r.active.values().filter(|a| a.state != AlertState::Inactive).map(alert_json).collect::<Vec<_>>(),
+        "state": state.as_str(),
+        "health": health,
+        "lastError": last_error,
+        "evaluationTime": r.evaluation_time.as_secs_f64(),
+        "lastEvaluation": r.last_evaluation.map_or_else(|| "0001-01-01T00:00:00Z".to_string(), rfc3339_ns),
+    })
+}
+
+async fn rules(State(s): State<ApiState>) -> Response {
+    let ev = s.service.evaluator.lock().expect("evaluator lock");
+    let groups: Vec<Value> = ev
+        .rules()
+        .groups
+        .iter()
+        .zip(ev.states())
+        .map(|(g, states)| {
+            json!({
+                "name": g.name,
+                "file": g.file.display().to_string(),
+                "interval": g.interval.as_secs_f64(),
+                "limit": g.limit,
+                "rules": states.iter().map(rule_json).collect::<Vec<_>>(),
+                "evaluationTime": states.iter().map(|r| r.evaluation_time.as_secs_f64()).sum::<f64>(),
+                "lastEvaluation": states.iter().filter_map(|r| r.last_evaluation).max().map_or_else(|| "0001-01-01T00:00:00Z".to_string(), rfc3339_ns),
+            })
+        })
+        .collect();
+    Json(json!({"status": "success", "data": {"groups": groups}})).into_response()
+}
+
+async fn alerts(State(s): State<ApiState>) -> Response {
+    let ev = s.service.evaluator.lock().expect("evaluator lock");
+    let alerts: Vec<Value> = ev
+        .states()
+        .iter()
+        .flatten()
+        .flat_map(|r| r.active.values())
+        .filter(|a| a.state != AlertState::Inactive)
+        .map(alert_json)
+        .collect();
+    Json(json!({"status": "success", "data": {"alerts": alerts}})).into_response()
+}

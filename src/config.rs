@@ -8,6 +8,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
+use yaffle_alert::AlertConfig;
 use yaffle_ingest::config::{AuthConfig, HttpConfig, LimitsConfig};
 use yaffle_ingest::log::LogConfig;
 use yaffle_ingest::sinks::clickhouse::ClickHouseSinkConfig;
@@ -37,6 +38,7 @@ pub(crate) struct Config {
     pub(crate) store: StoreConfig,
     /// Sinks.
     pub(crate) sinks: SinksConfig,
+    pub(crate) alert: AlertConfig,
 }
 
 impl Default for Config {
@@ -49,6 +51,7 @@ impl Default for Config {
             log: LogConfig::default(),
             store: StoreConfig::default(),
             sinks: SinksConfig::default(),
+            alert: AlertConfig::default(),
         }
     }
 }
@@ -125,6 +128,7 @@ impl Config {
         self.store.embedded.validate()?;
         self.sinks.store.validate()?;
         self.sinks.clickhouse.validate()?;
+        self.alert.validate()?;
         if self.store.backend == StoreBackend::ClickHouse {
             self.store.clickhouse.validate()?;
         }

@@ -5,7 +5,10 @@
 //!   under `./data`.
 //! - `yaffle store init`: creates the store's tables (also done at start-up).
 //! - `yaffle query SQL`: runs SQL against the configured store.
+//! - `yaffle alert`: a streaming alert evaluator (rule files, Alertmanager).
+//! - `yaffle rules check FILE...`: checks rule files, like `promtool check rules`.
 
+mod alert;
 mod config;
 mod standalone;
 
@@ -47,6 +50,23 @@ enum Command {
         #[arg(long, short, default_value = "table", value_parser = ["table", "json", "csv"])]
         format: String,
     },
+    /// Runs a streaming alert evaluator: points pushed by ingest, rule files, Alertmanager.
+    Alert,
+    /// Alert rule files.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Checks rule files (syntax, the stream subset, templates); exit code 1 if any has a problem.
+    Check {
+        /// The files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,12 +89,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::Rules { command: RulesCommand::Check { files } } = &cli.command {
+        return if alert::check(files, &config.alert) { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
             Command::Standalone => standalone::run(config).await,
             Command::Store { command: StoreCommand::Init } => store_init(config).await,
             Command::Query { sql, format } => query(config, &sql, &format).await,
+            Command::Alert => alert::run(config.alert).await,
+            Command::Rules { .. } => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

@@ -1,6 +1,7 @@
 //! Evaluator configuration (`[alert]` in the config file).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ pub struct Receiver {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlertConfig {
+    /// Where `yaffle alert` serves its API (pushes from ingest, `/api/v1/rules`, `/metrics`, ...).
+    pub bind: SocketAddr,
     /// Rule files, or directories whose `*.yml`/`*.yaml` files are rule files.
     pub rule_files: Vec<PathBuf>,
     /// How often rules are evaluated without new points (for `for`, staleness and absence), files are
@@ -58,6 +61,7 @@ pub struct AlertConfig {
 impl Default for AlertConfig {
     fn default() -> Self {
         Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 9096)),
             rule_files: Vec::new(),
             tick: Duration::from_secs(1),
             default_interval: Duration::from_secs(60),

@@ -1,4 +1,5 @@
-//! `yaffle alert` (an evaluator serving its API) and `yaffle rules check`.
+//! `yaffle alert` (an evaluator serving its API), `yaffle rules check`, and the evaluators standalone
+//! mode delivers to: its own, in-process, when `alert.rule_files` is set, else `sinks.alert.evaluators`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,6 +8,76 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use yaffle_alert::server::{self, ApiState};
 use yaffle_alert::{AlertConfig, Metrics, RuleSet, Service};
+use yaffle_core::Batch;
+use yaffle_ingest::sinks::alert::{Ack, Destination, HttpDestination};
+
+use crate::config::Config;
+
+/// The in-process evaluator as an alert sink destination: the same rebuild contract as over HTTP.
+#[derive(Debug)]
+struct InProcess(Service);
+
+#[async_trait::async_trait]
+impl Destination for InProcess {
+    fn name(&self) -> String {
+        "in-process".into()
+    }
+
+    async fn status(&self) -> Result<Ack, String> {
+        Ok(ack(self.0.status()))
+    }
+
+    async fn push(&self, batch: &Batch, expected: Option<&str>) -> Result<(Ack, bool), String> {
+        let status = self.0.status();
+        if expected.is_some_and(|e| e != status.instance) {
+            return Ok((ack(status), false));
+        }
+        self.0.push(batch.clone()).await.map(|s| (ack(s), true))
+    }
+}
+
+fn ack(s: yaffle_alert::Status) -> Ack {
+    Ack { instance: s.instance, horizon_seconds: s.horizon_seconds }
+}
+
+/// Standalone's evaluators: its own in-process one (whose API is served on `alert.bind`) when rule
+/// files are configured, else the remote ones of `sinks.alert.evaluators`.
+pub(crate) async fn destinations(
+    config: &Config,
+    registry: &mut Registry,
+    stop: watch::Receiver<bool>,
+) -> Result<Vec<Vec<Arc<dyn Destination>>>, String> {
+    if config.alert.rule_files.is_empty() {
+        let timeout = config.sinks.alert.timeout;
+        return Ok(config
+            .sinks
+            .alert
+            .evaluators
+            .iter()
+            .map(|e| {
+                e.replicas.iter().map(|u| Arc::new(HttpDestination::new(u, timeout)) as Arc<dyn Destination>).collect()
+            })
+            .collect());
+    }
+    // Standalone's /metrics (on http.bind) shows the evaluator's metrics; alert.bind serves its API.
+    let metrics = Arc::new(Metrics::new(registry));
+    let service = start(config.alert.clone(), metrics, stop)?;
+    let listener = tokio::net::TcpListener::bind(config.alert.bind)
+        .await
+        .map_err(|e| format!("cannot listen on alert.bind {}: {e}", config.alert.bind))?;
+    let app = server::app(ApiState { service: service.clone(), registry: Arc::new(Registry::default()) });
+    tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(crate::standalone::shutdown_signal()).await
+    });
+    Ok(vec![vec![Arc::new(InProcess(service)) as Arc<dyn Destination>]])
+}
+
+fn start(config: AlertConfig, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) -> Result<Service, String> {
+    Service::start(config, metrics, stop).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        format!("rules do not load:\n{}", lines.join("\n"))
+    })
+}
 
 /// Runs an evaluator until SIGINT or SIGTERM.
 pub(crate) async fn run(config: AlertConfig) -> Result<(), String> {
@@ -14,10 +85,7 @@ pub(crate) async fn run(config: AlertConfig) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new(&mut registry));
     let (stop, stopped) = watch::channel(false);
     let bind = config.bind;
-    let service = Service::start(config, metrics, stopped).map_err(|errors| {
-        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        format!("rules do not load:\n{}", lines.join("\n"))
-    })?;
+    let service = start(config, metrics, stopped)?;
     let listener =
         tokio::net::TcpListener::bind(bind).await.map_err(|e| format!("cannot listen on alert.bind {bind}: {e}"))?;
     tracing::info!(%bind, "yaffle alert ready");

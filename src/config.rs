@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use yaffle_alert::AlertConfig;
 use yaffle_ingest::config::{AuthConfig, HttpConfig, LimitsConfig};
 use yaffle_ingest::log::LogConfig;
+use yaffle_ingest::sinks::alert::AlertSinkConfig;
 use yaffle_ingest::sinks::clickhouse::ClickHouseSinkConfig;
 use yaffle_ingest::sinks::store::StoreSinkConfig;
 use yaffle_store::clickhouse::ClickHouseConfig;
@@ -102,6 +103,7 @@ pub(crate) struct SinksConfig {
     pub(crate) store: StoreSinkConfig,
     /// The store sink's batching and retries when the store is ClickHouse.
     pub(crate) clickhouse: ClickHouseSinkConfig,
+    pub(crate) alert: AlertSinkConfig,
 }
 
 impl Config {
@@ -129,6 +131,7 @@ impl Config {
         self.sinks.store.validate()?;
         self.sinks.clickhouse.validate()?;
         self.alert.validate()?;
+        self.sinks.alert.validate()?;
         if self.store.backend == StoreBackend::ClickHouse {
             self.store.clickhouse.validate()?;
         }
@@ -148,7 +151,7 @@ mod tests {
     fn the_shipped_example_parses_and_documents_the_defaults() {
         // Inside a jail: jails run one at a time, so another test's variables cannot leak in.
         figment::Jail::expect_with(|_| {
-            let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("yaffle.example.toml");
+            let example = Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("yaffle.example.toml");
             let config = Config::load(Some(&example)).map_err(figment::Error::from)?;
             assert_eq!(config, Config::default(), "yaffle.example.toml must list the defaults");
             Ok(())

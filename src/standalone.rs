@@ -8,6 +8,7 @@ use yaffle_ingest::Metrics;
 use yaffle_ingest::http::{self, AppState};
 use yaffle_ingest::log::{Log, now_ns};
 use yaffle_ingest::schema::FieldTypes;
+use yaffle_ingest::sinks::alert::AlertSink;
 use yaffle_ingest::sinks::clickhouse::ClickHouseSink;
 use yaffle_ingest::sinks::store::StoreSink;
 use yaffle_store::Store;
@@ -17,7 +18,11 @@ use yaffle_store::embedded::EmbeddedStore;
 use crate::config::{Config, StoreBackend};
 
 /// Runs until SIGINT or SIGTERM, then stops accepting, flushes the store sink and closes the log.
-pub(crate) async fn run(config: Config) -> Result<(), String> {
+pub(crate) async fn run(mut config: Config) -> Result<(), String> {
+    let alerting = !config.alert.rule_files.is_empty() || !config.sinks.alert.evaluators.is_empty();
+    if alerting {
+        config.log.cursors.alert.enabled = true;
+    }
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|e| format!("creating data_dir {}: {e}", data_dir.display()))?;
     let mut registry = Registry::default();
@@ -51,6 +56,19 @@ pub(crate) async fn run(config: Config) -> Result<(), String> {
         }
     };
     tokio::spawn(retention(Arc::clone(&store), config.store.retention_check_interval, stop.subscribe()));
+    let alert_task = if alerting {
+        let destinations = crate::alert::destinations(&config, &mut registry, stop.subscribe()).await?;
+        let sink = AlertSink::new(
+            Arc::clone(&log),
+            config.sinks.alert.clone(),
+            Arc::clone(&metrics),
+            data_dir.join("alert"),
+            destinations,
+        );
+        Some(tokio::spawn(sink.run(stop.subscribe())))
+    } else {
+        None
+    };
 
     let listener = tokio::net::TcpListener::bind(config.http.bind)
         .await
@@ -73,6 +91,13 @@ pub(crate) async fn run(config: Config) -> Result<(), String> {
         Ok(Err(e)) => tracing::error!(error = %e, "store sink failed"),
         Err(e) => tracing::error!(error = %e, "store sink panicked"),
         Ok(Ok(())) => {}
+    }
+    if let Some(task) = alert_task {
+        match task.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "alert sink failed"),
+            Err(e) => tracing::error!(error = %e, "alert sink panicked"),
+            Ok(Ok(())) => {}
+        }
     }
     log.shutdown();
     Ok(())

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use yaffle_core::Batch;
+use yaffle_core::Point;
 
 use crate::alerting::{AlertState, EvalContext, External, RuleState};
 use crate::config::AlertConfig;
@@ -118,13 +118,37 @@ impl Evaluator {
         self.clock = self.clock.max(at);
     }
 
-    /// Adds a batch's points. Points from beyond the wall clock plus `max_future` are dropped.
-    pub fn ingest(&mut self, batch: &Batch) {
+    /// Adds points and evaluates the rules they touch. Points spanning more than a tick of event time
+    /// (a replay, a backlog) are taken in time order a tick at a time with every rule evaluated after
+    /// each step, so `for` and `activeAt` come out as they would have live.
+    pub fn ingest_and_evaluate(&mut self, mut points: Vec<Point>) -> Vec<Notification> {
+        let tick_ns = self.tick.as_nanos() as i64;
+        let (min, max) =
+            points.iter().fold((i64::MAX, i64::MIN), |(lo, hi), p| (lo.min(p.timestamp), hi.max(p.timestamp)));
+        if max.saturating_sub(min) <= tick_ns {
+            self.ingest(&points);
+            return self.evaluate(false);
+        }
+        points.sort_by_key(|p| p.timestamp);
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < points.len() {
+            let boundary = points[start].timestamp.saturating_add(tick_ns);
+            let end = start + points[start..].partition_point(|p| p.timestamp < boundary);
+            self.ingest(&points[start..end]);
+            out.extend(self.evaluate(true));
+            start = end;
+        }
+        out
+    }
+
+    /// Adds points. Points from beyond the wall clock plus `max_future` are dropped.
+    pub fn ingest(&mut self, points: &[Point]) {
         let wall = wall_ns();
         let floor = self.floor();
         let mut stats = IngestStats::default();
         let mut future = 0u64;
-        for p in &batch.points {
+        for p in points {
             if p.timestamp > wall.saturating_add(self.max_future_ns) {
                 future += 1;
                 continue;
@@ -132,7 +156,7 @@ impl Evaluator {
             self.store.ingest(p, floor, &mut stats);
             self.clock = self.clock.max(p.timestamp);
         }
-        if !batch.points.is_empty() {
+        if !points.is_empty() {
             self.last_point = Some((Instant::now(), self.clock));
         }
         let count = |outcome, n| self.metrics.samples.get_or_create(&PointLabels { outcome }).inc_by(n);
@@ -245,4 +269,43 @@ fn from_ns(ns: i64) -> SystemTime {
 /// The wall clock in nanoseconds since the Unix epoch.
 pub fn wall_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use prometheus_client::registry::Registry;
+    use yaffle_core::point::FieldValue;
+    use yaffle_core::{Point, SeriesKey};
+
+    use super::*;
+    use crate::AlertConfig;
+    use crate::alerting::AlertState;
+
+    /// A replay arriving in one push: `for` and `activeAt` come out as they did live.
+    #[test]
+    fn a_replayed_backlog_rebuilds_alerts_as_they_were_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.yml");
+        std::fs::write(
+            &file,
+            "groups:\n  - name: g\n    rules:\n      - alert: Hot\n        expr: max by (host) (temp_celsius) > 50\n        for: 2s\n",
+        )
+        .unwrap();
+        let rules = Arc::new(RuleSet::load(&[file], Duration::from_secs(60)).unwrap());
+        let config = AlertConfig { tick: Duration::from_millis(200), ..AlertConfig::default() };
+        let mut evaluator = Evaluator::new(rules, &config, Arc::new(Metrics::new(&mut Registry::default())));
+        let start = wall_ns() - 5_000_000_000;
+        let key = Arc::new(SeriesKey::new("db", "temp", vec![("host".into(), "oven".into())]));
+        let points: Vec<Point> = (0..20)
+            .map(|i| {
+                Point::new(Arc::clone(&key), vec![("celsius".into(), FieldValue::Float(61.0))], start + i * 200_000_000)
+            })
+            .collect();
+        evaluator.ingest_and_evaluate(points);
+        let alert = evaluator.states()[0][0].active.values().next().expect("an alert").clone();
+        assert_eq!(alert.state, AlertState::Firing);
+        assert_eq!(alert.active_at, start);
+    }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
@@ -48,7 +48,18 @@ pub fn app(state: ApiState) -> Router {
         .with_state(state)
 }
 
-async fn push(State(s): State<ApiState>, body: Bytes) -> Response {
+/// The header a source names the instance it is pushing to with (the alert sink's
+/// `INSTANCE_HEADER`): another instance, one that restarted, refuses the push with 409 and its status,
+/// so the source replays the history first.
+const INSTANCE_HEADER: &str = "x-yaffle-evaluator-instance";
+
+async fn push(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    let status = s.service.status();
+    if let Some(expected) = headers.get(INSTANCE_HEADER)
+        && expected.as_bytes() != status.instance.as_bytes()
+    {
+        return (StatusCode::CONFLICT, Json(status)).into_response();
+    }
     let batch = match Batch::decode(&body) {
         Ok(b) => b,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("body is not a yaffle batch: {e}")).into_response(),

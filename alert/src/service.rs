@@ -110,15 +110,12 @@ impl Service {
             tokio::select! {
                 batch = rx.recv() => {
                     let Some(batch) = batch else { return };
-                    let due = {
-                        let mut ev = self.evaluator.lock().expect("evaluator lock");
-                        ev.ingest(&batch);
-                        // Take the whole burst before evaluating once.
-                        while let Ok(more) = rx.try_recv() {
-                            ev.ingest(&more);
-                        }
-                        ev.evaluate(false)
-                    };
+                    // Take the whole burst, then evaluate once.
+                    let mut points = batch.points;
+                    while let Ok(more) = rx.try_recv() {
+                        points.extend(more.points);
+                    }
+                    let due = self.evaluator.lock().expect("evaluator lock").ingest_and_evaluate(points);
                     notifier.send(&due);
                 }
                 _ = tick.tick() => {

@@ -2,7 +2,6 @@
 //! resolved, with the rule's labels and expanded annotations; a plain webhook gets them too.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,59 +16,8 @@ use yaffle_alert::{AlertConfig, Metrics, Service};
 use yaffle_core::point::FieldValue;
 use yaffle_core::{Batch, Point, SeriesKey};
 
-struct Alertmanager {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Starts Alertmanager with one webhook receiver, `group_wait: 0s`, and waits until it is ready.
-async fn alertmanager(webhook: &str) -> Alertmanager {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("alertmanager.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\n\
-             receivers:\n  - name: hook\n    webhook_configs:\n      - url: {webhook}\n        send_resolved: true\n"
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let child = Command::new("prometheus-alertmanager")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.path={}", dir.path().join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus-alertmanager must be installed (scripts/test-deps installs it)");
-    let url = format!("http://127.0.0.1:{port}");
-    let am = Alertmanager { child, url, _dir: dir };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = client.get(format!("{}/-/ready", am.url)).send().await
-            && r.status().is_success()
-        {
-            return am;
-        }
-        assert!(Instant::now() < deadline, "alertmanager did not become ready on {}", am.url);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+#[path = "../../tests/peers/alertmanager.rs"]
+mod alertmanager;
 
 /// A webhook receiver: every body posted to `/<path>` arrives on the channel as `(path, body)`.
 async fn receiver() -> (SocketAddr, mpsc::UnboundedReceiver<(String, Value)>) {
@@ -118,7 +66,7 @@ async fn next_alert(rx: &mut mpsc::UnboundedReceiver<(String, Value)>, path: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alertmanager_receives_firing_then_resolved_alerts() {
     let (hook, mut notifications) = receiver().await;
-    let am = alertmanager(&format!("http://{hook}/alertmanager")).await;
+    let am = alertmanager::start(&format!("http://{hook}/alertmanager"));
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.yml");
     std::fs::write(

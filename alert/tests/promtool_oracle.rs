@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 use yaffle_alert::alerting::AlertState;
 use yaffle_alert::{AlertConfig, Evaluator, Metrics, RuleSet};
 use yaffle_core::point::FieldValue;
-use yaffle_core::{Batch, Point, SeriesKey};
+use yaffle_core::{Point, SeriesKey};
 
 const MINUTE_NS: i64 = 60_000_000_000;
 const STEPS: usize = 90;
@@ -115,8 +115,8 @@ fn promtool_agrees_with_the_stream_evaluator() {
                 let key = Arc::new(SeriesKey::new("db", name.as_str(), tags));
                 Some(Point::new(key, vec![("value".to_string(), FieldValue::Float(v))], t))
             })
-            .collect();
-        evaluator.ingest(&Batch::new(points));
+            .collect::<Vec<_>>();
+        evaluator.ingest(&points);
         evaluator.advance_to(t);
         evaluator.evaluate(true);
         let mut firing: BTreeMap<&str, Vec<serde_json::Value>> =

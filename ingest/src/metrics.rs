@@ -36,6 +36,12 @@ pub(crate) struct ShardLabels {
     pub(crate) shard: u32,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReplicaLabels {
+    /// The replica's URL.
+    pub(crate) replica: String,
+}
+
 /// Every ingest metric.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -60,6 +66,10 @@ pub struct Metrics {
     pub(crate) clickhouse_blocks: Family<ShardLabels, Counter>,
     pub(crate) clickhouse_errors: Family<ShardLabels, Counter>,
     pub(crate) clickhouse_position: Family<ShardLabels, Gauge>,
+    pub(crate) alert_points: Family<ReplicaLabels, Counter>,
+    pub(crate) alert_errors: Family<ReplicaLabels, Counter>,
+    pub(crate) alert_replays: Family<ReplicaLabels, Counter>,
+    pub(crate) alert_position: Family<ReplicaLabels, Gauge>,
 }
 
 impl Metrics {
@@ -108,6 +118,10 @@ impl Metrics {
             "Log position up to which each ClickHouse shard has its rows",
             m.clickhouse_position.clone(),
         );
+        r.register("alert_sink_points", "Points delivered to each evaluator replica", m.alert_points.clone());
+        r.register("alert_sink_errors", "Failed pushes to each evaluator replica (retried)", m.alert_errors.clone());
+        r.register("alert_sink_replays", "Replays after an evaluator replica restarted", m.alert_replays.clone());
+        r.register("alert_sink_position", "Log position delivered to each evaluator replica", m.alert_position.clone());
         m
     }
 

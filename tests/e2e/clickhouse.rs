@@ -7,14 +7,15 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::support::{BIN, Load, Yaffle, agent, assert_exactly_once};
+use crate::support::{BIN, Load, Yaffle, agent, assert_exactly_once, repo};
 
 static CLUSTER: Mutex<()> = Mutex::new(());
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/clickhouse-cluster");
-
 fn cluster(args: &[&str]) {
-    let out = std::process::Command::new(SCRIPT).args(args).output().expect("scripts/clickhouse-cluster");
+    let out = std::process::Command::new(repo("scripts/clickhouse-cluster"))
+        .args(args)
+        .output()
+        .expect("scripts/clickhouse-cluster");
     assert!(out.status.success(), "clickhouse-cluster {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 

@@ -4,14 +4,18 @@ use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Yaffle, agent, free_port, require};
+use crate::support::{Yaffle, agent, free_port, repo, require};
 
 const TOKEN: &str = "e2e-token";
 
 fn run_client(script: &str, port: u16) {
     require("python3");
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/");
-    let out = Command::new("python3").arg(format!("{path}{script}")).arg(port.to_string()).arg(TOKEN).output().unwrap();
+    let out = Command::new("python3")
+        .arg(repo("tests/clients").join(script))
+        .arg(port.to_string())
+        .arg(TOKEN)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{script} failed (missing packages? run scripts/test-deps):\n{}{}",

@@ -3,8 +3,13 @@
 //! External peers (PyPI `influxdb` and `influxdb-client`, Debian `prometheus`) are installed by
 //! `scripts/test-deps`; a test whose peer is missing fails and says how to install it.
 
+mod alerting;
+#[path = "../peers/alertmanager.rs"]
+mod alertmanager;
 mod clickhouse;
 mod clients;
 mod durability;
 mod standalone;
 mod support;
+#[path = "../peers/webhook.rs"]
+mod webhook;

@@ -11,6 +11,12 @@ use std::time::{Duration, Instant};
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_yaffle");
 
 /// A free loopback port (bound and released; good enough for tests).
+/// A path in this repository. Read at run time: a build cache shared by several clones may hold this
+/// test compiled in another one.
+pub(crate) fn repo(path: &str) -> PathBuf {
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run under cargo test")).join(path)
+}
+
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -62,7 +68,7 @@ impl Yaffle {
             .env("YAFFLE_DATA_DIR", &self.data_dir)
             .env("YAFFLE_HTTP__BIND", format!("127.0.0.1:{}", self.port))
             .env("YAFFLE_SINKS__STORE__FLUSH_INTERVAL", "100ms")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("E2E_LOG").unwrap_or("warn".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for (k, v) in &self.extra_env {
@@ -86,6 +92,11 @@ impl Yaffle {
 
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The running process's id (to signal it).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// SIGKILL, then start again on the same port and data.

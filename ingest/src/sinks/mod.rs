@@ -1,5 +1,6 @@
 //! Sinks: each reads the durable log through its own cursor and delivers at its own pace.
 
+pub mod alert;
 pub mod clickhouse;
 pub mod store;
 
@@ -39,4 +40,21 @@ pub(crate) async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receive
         _ = tokio::time::sleep(d) => *shutdown.borrow(),
         _ = shutdown.changed() => true,
     }
+}
+
+/// Writes `value` as JSON to `path` atomically (temporary file, fsync, rename): a crash leaves the old
+/// or the new content, never a torn file.
+pub(crate) fn save_json<T: serde::Serialize>(
+    path: &std::path::Path,
+    value: &T,
+) -> Result<(), crate::error::IngestError> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(value).expect("progress serializes"))?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(crate::error::IngestError::io(path))
 }

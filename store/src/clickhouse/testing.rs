@@ -6,9 +6,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::ClickHouseConfig;
 
-/// The repository's cluster script.
+/// The repository's cluster script, found from the package under test (cargo sets
+/// `CARGO_MANIFEST_DIR` when it runs tests). Read at run time: a build cache shared by several clones
+/// may hold this crate compiled in another one.
 pub fn script() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/clickhouse-cluster")
+    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("run under cargo test");
+    Path::new(&dir)
+        .ancestors()
+        .map(|d| d.join("scripts/clickhouse-cluster"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no scripts/clickhouse-cluster above {dir}"))
 }
 
 /// Runs the cluster script with `args`, panicking with its output when it fails.

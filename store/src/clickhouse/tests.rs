@@ -77,7 +77,7 @@ fn modern_ddl_runs_on_a_modern_clickhouse() {
             ["SELECT count(), countIf(value_str = 'x') FROM d.points_local", "2\t0"],
         ],
     });
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/chdb_check.py");
+    let script = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("tests/chdb_check.py");
     let mut child = Command::new("python3")
         .arg(script)
         .stdin(Stdio::piped())

@@ -1,7 +1,6 @@
 //! A shard's persisted progress.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -48,14 +47,7 @@ impl ProgressFile {
     }
 
     fn save(&mut self, state: Progress) -> Result<(), IngestError> {
-        let tmp = self.path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec(&state).expect("progress serializes"))?;
-            f.sync_data()?;
-            fs::rename(&tmp, &self.path)
-        };
-        write().map_err(IngestError::io(&self.path))?;
+        super::super::save_json(&self.path, &state)?;
         self.state = state;
         Ok(())
     }

@@ -6,5 +6,13 @@
 //! replaying the log from far enough back. Rollup writes are idempotent, so a replay never
 //! double-counts.
 //!
-//! Status: not built yet (the Kafka/downsampling issue). The crate exists so the workspace has its final
-//! shape and dependency direction: it may depend on `yaffle-core` and `yaffle-store`, never on ingest.
+//! Built so far: [`aggregate`] (count, sum, min, max, first, last, DDSketch) and [`windows`] (event-time
+//! windows, watermark, lateness, resuming without re-emitting). The workers, replay and backfill on
+//! Kafka are the rest of the Kafka/downsampling issue. This crate may depend on `yaffle-core` and
+//! `yaffle-store`, never on ingest.
+
+pub mod aggregate;
+pub mod windows;
+
+pub use aggregate::{Aggregate, SketchConfig};
+pub use windows::{Rollup, WindowConfig, Windows};

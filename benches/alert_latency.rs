@@ -4,7 +4,7 @@
 //!
 //! Each sample writes one new series over the threshold (`temp,host=hN celsius=99`) and waits for
 //! Alertmanager's webhook call naming `hN`; samples are spaced so one never waits for the previous.
-//! Prints p50, p90, p99 and max. Run: `cargo bench --bench alert_latency` (release build), or
+//! Prints p50, p90, p99 and max, then the same split at the POST's answer. Run: `cargo bench --bench alert_latency` (release build), or
 //! `cargo test --workspace --bench alert_latency` to reuse the test build. `YAFFLE_BENCH_SAMPLES`
 //! sets the number of samples (default 200).
 
@@ -61,12 +61,13 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let mut latencies = Vec::with_capacity(samples);
+    let (mut latencies, mut acks) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
     for i in 0..samples {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
         let host = format!("h{i}");
         let posted = Instant::now();
         assert_eq!(write(&format!("temp,host={host} celsius=99 {now}")).unwrap(), 204);
+        acks.push(posted.elapsed());
         let deadline = posted + Duration::from_secs(10);
         let at = loop {
             if let Some(&at) = arrived.lock().unwrap().get(&host) {
@@ -81,10 +82,17 @@ fn main() {
     let _ = yaffle.kill();
     let _ = yaffle.wait();
 
+    report(&format!("POST to Alertmanager webhook, {samples} samples"), latencies.clone());
+    let after: Vec<Duration> = latencies.iter().zip(&acks).map(|(l, a)| l.saturating_sub(*a)).collect();
+    report("of which the POST's answer (durable in the log, fsync included)", acks);
+    report("and from the answer to the webhook (log, evaluator, Alertmanager)", after);
+}
+
+fn report(what: &str, mut latencies: Vec<Duration>) {
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1];
     println!(
-        "alert latency, POST to Alertmanager webhook, {samples} samples: p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
+        "{what}: p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
         pct(0.50),
         pct(0.90),
         pct(0.99),

@@ -13,6 +13,7 @@ use yaffle_ingest::config::{AuthConfig, HttpConfig, LimitsConfig};
 use yaffle_ingest::log::LogConfig;
 use yaffle_ingest::sinks::alert::AlertSinkConfig;
 use yaffle_ingest::sinks::clickhouse::ClickHouseSinkConfig;
+use yaffle_ingest::sinks::kafka::KafkaSinkConfig;
 use yaffle_ingest::sinks::store::StoreSinkConfig;
 use yaffle_store::clickhouse::ClickHouseConfig;
 use yaffle_store::embedded::EmbeddedConfig;
@@ -103,6 +104,9 @@ pub(crate) struct SinksConfig {
     pub(crate) store: StoreSinkConfig,
     /// The store sink's batching and retries when the store is ClickHouse.
     pub(crate) clickhouse: ClickHouseSinkConfig,
+    /// The tee into Kafka for the downsampling workers.
+    pub(crate) kafka: KafkaSinkConfig,
+    /// The evaluators the alert sink delivers to.
     pub(crate) alert: AlertSinkConfig,
 }
 
@@ -130,6 +134,7 @@ impl Config {
         self.store.embedded.validate()?;
         self.sinks.store.validate()?;
         self.sinks.clickhouse.validate()?;
+        self.sinks.kafka.validate()?;
         self.alert.validate()?;
         self.sinks.alert.validate()?;
         if self.store.backend == StoreBackend::ClickHouse {

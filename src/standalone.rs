@@ -10,6 +10,7 @@ use yaffle_ingest::log::{Log, now_ns};
 use yaffle_ingest::schema::FieldTypes;
 use yaffle_ingest::sinks::alert::AlertSink;
 use yaffle_ingest::sinks::clickhouse::ClickHouseSink;
+use yaffle_ingest::sinks::kafka::KafkaSink;
 use yaffle_ingest::sinks::store::StoreSink;
 use yaffle_store::Store;
 use yaffle_store::clickhouse::ClickHouseStore;
@@ -22,6 +23,9 @@ pub(crate) async fn run(mut config: Config) -> Result<(), String> {
     let alerting = !config.alert.rule_files.is_empty() || !config.sinks.alert.evaluators.is_empty();
     if alerting {
         config.log.cursors.alert.enabled = true;
+    }
+    if config.sinks.kafka.enabled {
+        config.log.cursors.kafka.enabled = true;
     }
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|e| format!("creating data_dir {}: {e}", data_dir.display()))?;
@@ -70,6 +74,11 @@ pub(crate) async fn run(mut config: Config) -> Result<(), String> {
         None
     };
 
+    let kafka_task = config.sinks.kafka.enabled.then(|| {
+        let sink = KafkaSink::new(Arc::clone(&log), config.sinks.kafka.clone(), Arc::clone(&metrics));
+        tokio::spawn(sink.run(stop.subscribe()))
+    });
+
     let listener = tokio::net::TcpListener::bind(config.http.bind)
         .await
         .map_err(|e| format!("cannot listen on http.bind {}: {e}", config.http.bind))?;
@@ -92,10 +101,11 @@ pub(crate) async fn run(mut config: Config) -> Result<(), String> {
         Err(e) => tracing::error!(error = %e, "store sink panicked"),
         Ok(Ok(())) => {}
     }
-    if let Some(task) = alert_task {
+    for (name, task) in [("alert", alert_task), ("kafka", kafka_task)] {
+        let Some(task) = task else { continue };
         match task.await {
-            Ok(Err(e)) => tracing::error!(error = %e, "alert sink failed"),
-            Err(e) => tracing::error!(error = %e, "alert sink panicked"),
+            Ok(Err(e)) => tracing::error!(error = %e, sink = name, "sink failed"),
+            Err(e) => tracing::error!(error = %e, sink = name, "sink panicked"),
             Ok(Ok(())) => {}
         }
     }

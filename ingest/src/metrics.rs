@@ -70,6 +70,10 @@ pub struct Metrics {
     pub(crate) alert_errors: Family<ReplicaLabels, Counter>,
     pub(crate) alert_replays: Family<ReplicaLabels, Counter>,
     pub(crate) alert_position: Family<ReplicaLabels, Gauge>,
+    pub(crate) kafka_points: Counter,
+    pub(crate) kafka_messages: Counter,
+    pub(crate) kafka_bytes: Counter,
+    pub(crate) kafka_errors: Counter,
 }
 
 impl Metrics {
@@ -122,6 +126,10 @@ impl Metrics {
         r.register("alert_sink_errors", "Failed pushes to each evaluator replica (retried)", m.alert_errors.clone());
         r.register("alert_sink_replays", "Replays after an evaluator replica restarted", m.alert_replays.clone());
         r.register("alert_sink_position", "Log position delivered to each evaluator replica", m.alert_position.clone());
+        r.register("kafka_sink_points", "Points the broker acknowledged", m.kafka_points.clone());
+        r.register("kafka_sink_messages", "Messages the broker acknowledged", m.kafka_messages.clone());
+        r.register("kafka_sink_bytes", "Message bytes acknowledged, before compression", m.kafka_bytes.clone());
+        r.register("kafka_sink_errors", "Failed message deliveries (retried)", m.kafka_errors.clone());
         m
     }
 

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::support::{BIN, Yaffle, agent, free_port};
+use crate::support::{BIN, Yaffle, agent, free_port, log_to, show_if_failing};
 
 /// A webhook that records every JSON body posted to it.
 fn webhook() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
@@ -29,7 +29,7 @@ impl Evaluator {
             .env("YAFFLE_CONFIG", config)
             .env("RUST_LOG", std::env::var("E2E_LOG").unwrap_or("warn".into()))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log_to(&Path::new(config).with_extension("log")))
             .spawn()
             .expect("start yaffle alert");
         Self { child, config: config.to_string() }
@@ -46,6 +46,7 @@ impl Drop for Evaluator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        show_if_failing(&Path::new(&self.config).with_extension("log"));
     }
 }
 

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_yaffle");
 
-/// A free loopback port (bound and released; good enough for tests).
 /// A path in this repository. Read at run time: a build cache shared by several clones may hold this
 /// test compiled in another one.
 pub(crate) fn repo(path: &str) -> PathBuf {
     Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run under cargo test")).join(path)
 }
 
+/// A free loopback port (bound and released; good enough for tests).
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -70,7 +70,7 @@ impl Yaffle {
             .env("YAFFLE_SINKS__STORE__FLUSH_INTERVAL", "100ms")
             .env("RUST_LOG", std::env::var("E2E_LOG").unwrap_or("warn".into()))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(log_to(&self.log()));
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
@@ -92,6 +92,12 @@ impl Yaffle {
 
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Its stderr, kept in its data directory (which outlives restarts).
+    fn log(&self) -> PathBuf {
+        std::fs::create_dir_all(&self.data_dir).expect("data dir");
+        self.data_dir.join("stderr.log")
     }
 
     /// The running process's id (to signal it).
@@ -145,6 +151,26 @@ impl Drop for Yaffle {
             let _ = c.kill();
             let _ = c.wait();
         }
+        show_if_failing(&self.log());
+    }
+}
+
+/// A child's stderr appended to `path`, so parallel tests' logs stay apart (and out of the failure
+/// report unless their own test fails).
+pub(crate) fn log_to(path: &Path) -> Stdio {
+    std::fs::OpenOptions::new().create(true).append(true).open(path).expect("child log file").into()
+}
+
+/// During a panic, prints the end of a child's log with the test's failure report.
+pub(crate) fn show_if_failing(path: &Path) {
+    if !std::thread::panicking() {
+        return;
+    }
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    eprintln!("--- last lines of {} ---", path.display());
+    for line in &lines[lines.len().saturating_sub(30)..] {
+        eprintln!("{line}");
     }
 }
 

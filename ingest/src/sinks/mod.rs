@@ -2,6 +2,7 @@
 
 pub mod alert;
 pub mod clickhouse;
+pub mod kafka;
 pub mod store;
 
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Yaffle storage: the [`Store`] trait and its backends.
 //!
-//! A store keeps raw points (the `points` table) and, once downsampling lands, rollups (the `rollups`
-//! table), and answers SQL over them. Backends are chosen by configuration:
+//! A store keeps raw points (the `points` table) and the downsampling workers' rollups (the `rollups`
+//! table, see [`rollups`]), and answers SQL over them. Backends are chosen by configuration:
 //!
 //! - [`embedded`] (the default): Parquet files partitioned by time under the data directory, queried with
 //!   DataFusion. Single node, no external service.
@@ -22,6 +22,7 @@ pub mod clickhouse;
 pub mod embedded;
 mod error;
 mod query;
+pub mod rollups;
 pub mod schema;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ use yaffle_core::Point;
 
 pub use error::StoreError;
 pub use query::{OutputFormat, QueryResult};
+pub use rollups::RollupRow;
 
 /// A place points are kept and queried: the read side every backend offers.
 #[async_trait::async_trait]
@@ -42,6 +44,18 @@ pub trait Store: Send + Sync + Debug {
 
     /// Drops every time partition that lies entirely before its table's retention; returns how many.
     async fn enforce_retention(&self, now_ns: i64) -> Result<usize, StoreError>;
+
+    /// Writes rollup rows. Idempotent: a key written again is replaced by the higher version (see
+    /// [`rollups`]), so replays and backfills never double-count.
+    async fn write_rollups(&self, rows: &[RollupRow]) -> Result<(), StoreError>;
+
+    /// Deletes the raw points with `from_ns <= time < to_ns` on `shards` (0-based; every shard when
+    /// empty, and ignored by unsharded backends): the first step of rebuilding raw data from the log.
+    async fn delete_points(&self, from_ns: i64, to_ns: i64, shards: &[usize]) -> Result<(), StoreError>;
+
+    /// Appends raw points that come from a rebuild rather than the durable log, keeping those placed on
+    /// `shards` (all when empty); returns how many points it wrote.
+    async fn append_points(&self, points: &[Point], shards: &[usize]) -> Result<u64, StoreError>;
 }
 
 /// A store that records the durable-log position atomically with the points, so one writer can

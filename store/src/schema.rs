@@ -50,12 +50,12 @@ pub fn points_schema() -> SchemaRef {
     ]))
 }
 
-fn tags_builder() -> MapBuilder<StringBuilder, StringBuilder> {
+pub(crate) fn tags_builder() -> MapBuilder<StringBuilder, StringBuilder> {
     MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
 }
 
 /// The map type exactly as [`MapBuilder`] produces it, so written files and the declared schema agree.
-fn tags_type() -> DataType {
+pub(crate) fn tags_type() -> DataType {
     tags_builder().finish().data_type().clone()
 }
 

@@ -58,6 +58,10 @@ pub struct Ddl<'a> {
 pub(crate) const POINTS_COLUMNS: &str = "route, time_ns, database, measurement, series_id, series_key, tag_keys, \
      tag_values, field, value, value_int, value_uint, value_bool, value_str";
 
+/// The columns of a rollup row, in the order [`super::rows::rollup_block`] writes them.
+pub(crate) const ROLLUP_COLUMNS: &str = "route, resolution_s, window_start_ns, database, measurement, series_id, \
+     series_key, tag_keys, tag_values, field, count, sum, min, max, first, last, first_ns, last_ns, sketch, version";
+
 impl Ddl<'_> {
     /// Every statement, in order; each is idempotent (`IF NOT EXISTS`) and runs `ON CLUSTER`.
     pub fn statements(&self) -> Vec<String> {

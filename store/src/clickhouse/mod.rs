@@ -30,11 +30,13 @@
 //! [`MissingShard`] the query fails naming the shard, or answers from the others with a warning that
 //! names it.
 
+#[cfg(test)]
+mod cluster_tests;
 mod config;
 pub mod ddl;
 mod json;
 mod rows;
-#[cfg(feature = "test-cluster")]
+#[cfg(any(test, feature = "test-cluster"))]
 pub mod testing;
 #[cfg(test)]
 mod tests;
@@ -50,7 +52,7 @@ pub use config::{ClickHouseConfig, MissingShard};
 pub use ddl::{Ddl, ServerVersion};
 pub use rows::{Block, BlockBuilder};
 
-use crate::{QueryResult, Store, StoreError};
+use crate::{QueryResult, RollupRow, Store, StoreError};
 
 /// A ClickHouse cluster as a Yaffle store.
 #[derive(Debug)]
@@ -181,16 +183,30 @@ impl ClickHouseStore {
     /// Inserts a block into shard `shard`'s `points_local`: the preferred replica first, then the
     /// others. Returns the URL of the replica that took it.
     pub async fn insert(&self, shard: usize, block: &Block) -> Result<&str, InsertError> {
+        self.insert_into(shard, "points_local", ddl::POINTS_COLUMNS, block, &[]).await
+    }
+
+    async fn insert_into(
+        &self,
+        shard: usize,
+        table: &str,
+        columns: &str,
+        block: &Block,
+        settings: &[(&str, &str)],
+    ) -> Result<&str, InsertError> {
         let s = &self.shards[shard];
         let n = s.replicas.len();
         let first = s.preferred.load(Ordering::Relaxed);
-        let sql =
-            format!("INSERT INTO {}.points_local ({}) FORMAT RowBinary", self.config.database, ddl::POINTS_COLUMNS);
+        let sql = format!("INSERT INTO {}.{table} ({columns}) FORMAT RowBinary", self.config.database);
         let mut errors = Vec::new();
         for i in (0..n).map(|k| (first + k) % n) {
             let r = &s.replicas[i];
             let t = Some(self.config.insert_timeout);
-            let mut insert = r.client.insert_formatted_with(sql.clone()).with_timeouts(t, t);
+            let mut client = r.client.clone();
+            for (k, v) in settings {
+                client = client.with_setting(*k, *v);
+            }
+            let mut insert = client.insert_formatted_with(sql.clone()).with_timeouts(t, t);
             let attempt = async {
                 insert.send(block.data.clone()).await?;
                 insert.end().await
@@ -206,12 +222,56 @@ impl ClickHouseStore {
                     return Ok(&r.url);
                 }
                 Err(e) => {
-                    tracing::warn!(shard = shard + 1, replica = %r.url, error = %e, "insert failed");
+                    tracing::warn!(shard = shard + 1, replica = %r.url, table, error = %e, "insert failed");
                     errors.push(format!("{}: {e}", r.url));
                 }
             }
         }
         Err(InsertError { shard: shard + 1, errors })
+    }
+
+    /// Runs a mutation on shard `shard` (one replica runs it, replication carries it to the others) and
+    /// waits until every reachable replica has applied it.
+    async fn mutate_shard(&self, shard: usize, table: &str, sql: &str) -> Result<(), StoreError> {
+        let mut errors = Vec::new();
+        let mut done = false;
+        for r in &self.shards[shard].replicas {
+            match r.client.query(sql).execute().await.map_err(|e| classify(&r.url, e)) {
+                Ok(()) => {
+                    done = true;
+                    break;
+                }
+                Err(StoreError::Unavailable(e)) => errors.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        if !done {
+            return Err(StoreError::Unavailable(format!("shard {}: {}", shard + 1, errors.join("; "))));
+        }
+        let pending = format!(
+            "SELECT toUInt64(count()) FROM system.mutations WHERE database = '{}' AND table = '{table}' AND is_done = 0",
+            self.config.database
+        );
+        let deadline = tokio::time::Instant::now() + self.config.ddl_timeout;
+        for r in &self.shards[shard].replicas {
+            loop {
+                match r.client.query(&pending).fetch_one::<u64>().await {
+                    Ok(0) | Err(_) => break, // done, or the replica is down and catches up when back
+                    Ok(_) if tokio::time::Instant::now() > deadline => {
+                        return Err(StoreError::Execution(format!(
+                            "{}: the mutation did not finish within {:?}: {sql}",
+                            r.url, self.config.ddl_timeout
+                        )));
+                    }
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn chosen(&self, shards: &[usize]) -> Vec<usize> {
+        if shards.is_empty() { (0..self.shards.len()).collect() } else { shards.to_vec() }
     }
 
     /// Runs SQL on one replica of one shard (0-based), e.g. against `points_local`.
@@ -369,6 +429,59 @@ fn classify(url: &str, e: clickhouse::error::Error) -> StoreError {
 
 #[async_trait::async_trait]
 impl Store for ClickHouseStore {
+    async fn write_rollups(&self, rows: &[RollupRow]) -> Result<(), StoreError> {
+        let mut by_shard: Vec<Vec<(&RollupRow, u64)>> = vec![Vec::new(); self.shards.len()];
+        for r in rows {
+            let route = self.distribution.route(&r.series, r.series_id);
+            by_shard[Distribution::target(route, self.shards.len())].push((r, route));
+        }
+        for (shard, rows) in by_shard.into_iter().enumerate().filter(|(_, r)| !r.is_empty()) {
+            let block = rows::rollup_block(rows);
+            self.insert_into(shard, "rollups_local", ddl::ROLLUP_COLUMNS, &block, &[])
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn delete_points(&self, from_ns: i64, to_ns: i64, shards: &[usize]) -> Result<(), StoreError> {
+        let sql = format!(
+            "ALTER TABLE {}.points_local DELETE WHERE time_ns >= {from_ns} AND time_ns < {to_ns}",
+            self.config.database
+        );
+        for shard in self.chosen(shards) {
+            self.mutate_shard(shard, "points_local", &sql).await?;
+        }
+        Ok(())
+    }
+
+    /// Inserted with `insert_deduplicate = 0`: a rebuild run twice must write its rows again after
+    /// its delete, not have them dropped as blocks already seen.
+    async fn append_points(&self, points: &[Point], shards: &[usize]) -> Result<u64, StoreError> {
+        let chosen = self.chosen(shards);
+        let mut builders: Vec<BlockBuilder> = (0..self.shards.len()).map(|_| BlockBuilder::default()).collect();
+        let mut written = 0;
+        for p in points {
+            let (route, shard) = self.place(p);
+            if chosen.contains(&shard) {
+                builders[shard].push(p, route);
+                written += 1;
+            }
+        }
+        for (shard, mut builder) in builders.into_iter().enumerate().filter(|(_, b)| b.rows() > 0) {
+            self.insert_into(
+                shard,
+                "points_local",
+                ddl::POINTS_COLUMNS,
+                &builder.finish(),
+                &[("insert_deduplicate", "0")],
+            )
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        }
+        Ok(written)
+    }
+
     async fn query(&self, sql: &str) -> Result<QueryResult, StoreError> {
         let start = self.fetch_any(sql, false).await;
         let Err(StoreError::ShardsUnavailable(cause)) = start else {

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use yaffle_core::{FieldValue, Point, SeriesKey};
 
+use crate::rollups::RollupRow;
+
 /// Rows for one shard's `points_local`, encoded as RowBinary in [`super::ddl::POINTS_COLUMNS`] order.
 #[derive(Debug, Default)]
 pub struct BlockBuilder {
@@ -74,6 +76,28 @@ impl BlockBuilder {
         self.last_series = None;
         Block { data: Bytes::from(std::mem::take(&mut self.buf)), rows: std::mem::take(&mut self.rows) }
     }
+}
+
+/// Rows for one shard's `rollups_local`, in [`super::ddl::ROLLUP_COLUMNS`] order, with their routes.
+pub(super) fn rollup_block<'a>(rows: impl IntoIterator<Item = (&'a RollupRow, u64)>) -> Block {
+    let (mut b, mut n) = (Vec::new(), 0);
+    for (r, route) in rows {
+        b.extend_from_slice(&route.to_le_bytes());
+        b.extend_from_slice(&r.resolution_s.to_le_bytes());
+        b.extend_from_slice(&r.window_start_ns.to_le_bytes());
+        b.extend_from_slice(&encode_series(&r.series, r.series_id.0));
+        string(&mut b, &r.field);
+        b.extend_from_slice(&r.count.to_le_bytes());
+        for v in [r.sum, r.min, r.max, r.first.1, r.last.1] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&r.first.0.to_le_bytes());
+        b.extend_from_slice(&r.last.0.to_le_bytes());
+        string(&mut b, &r.sketch);
+        b.extend_from_slice(&r.version.to_le_bytes());
+        n += 1;
+    }
+    Block { data: Bytes::from(b), rows: n }
 }
 
 /// `database, measurement, series_id, series_key, tag_keys, tag_values`.

@@ -5,7 +5,12 @@
 //! ```text
 //! <dir>/_commit.json                              last committed log position and the files it made
 //! <dir>/points/<partition start>/part-<position>.parquet
+//! <dir>/points/<partition start>/part-<time>-<pid>-<n>.parquet     points of a rebuild from Kafka
+//! <dir>/rollups/<resolution>s/<partition start>/part-<time>-<pid>-<n>.parquet
 //! ```
+//!
+//! Rollup files are only ever added; SQL's `rollups` is a view of the highest `version` of each
+//! (series, field, resolution, window), over the table `rollup_versions` that holds every row written.
 //!
 //! A partition directory is named by its start in UTC (`20261122T000000Z`) and spans
 //! [`EmbeddedConfig::partition`]. Every write makes at most one file per partition it touches, named
@@ -45,8 +50,17 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::{Deserialize, Serialize};
 use yaffle_core::Point;
 
+use crate::rollups::{ROLLUPS_TABLE, RollupRow, rollups_schema};
 use crate::schema::{POINTS_TABLE, points_schema};
 use crate::{PositionedStore, QueryResult, Retention, Store, StoreError};
+
+/// Every rollup row written, all versions (`rollups` shows the latest of each key).
+const ROLLUP_VERSIONS: &str = "rollup_versions";
+
+const LATEST_ROLLUPS: &str = "SELECT time, resolution_s, database, measurement, series_id, series_key, tags, field, \
+     count, sum, min, max, first, last, first_ns, last_ns, sketch, version FROM (\
+     SELECT *, row_number() OVER (PARTITION BY series_id, field, resolution_s, time ORDER BY version DESC) AS latest \
+     FROM rollup_versions) WHERE latest = 1";
 
 /// Configuration of the embedded store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +159,10 @@ impl EmbeddedStore {
         config.options_mut().execution.listing_table_ignore_subdirectory = false;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         register_table(&ctx, POINTS_TABLE, &self.files.table_dir(POINTS_TABLE), points_schema())?;
+        let rollups = self.files.table_dir(ROLLUPS_TABLE);
+        if rollups.is_dir() {
+            register_table(&ctx, ROLLUP_VERSIONS, &rollups, rollups_schema())?;
+        }
         Ok(ctx)
     }
 }
@@ -179,20 +197,29 @@ impl PositionedStore for EmbeddedStore {
 impl Store for EmbeddedStore {
     async fn query(&self, sql: &str) -> Result<QueryResult, StoreError> {
         let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        let df = self
-            .session()?
-            .sql_with_options(sql, read_only)
-            .await
-            .map_err(|e| StoreError::InvalidQuery(e.to_string()))?;
+        let ctx = self.session()?;
+        // `rollups`: the highest version of each key, so rewritten rollups replace, never add.
+        let latest = ctx.sql(LATEST_ROLLUPS).await.map_err(|e| StoreError::Execution(e.to_string()))?;
+        ctx.register_table(ROLLUPS_TABLE, latest.into_view()).map_err(|e| StoreError::Execution(e.to_string()))?;
+        let df = ctx.sql_with_options(sql, read_only).await.map_err(|e| StoreError::InvalidQuery(e.to_string()))?;
         let schema = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await.map_err(|e| StoreError::Execution(e.to_string()))?;
         Ok(QueryResult { schema, batches, warnings: Vec::new() })
     }
 
     async fn enforce_retention(&self, now_ns: i64) -> Result<usize, StoreError> {
-        match self.retention.points {
-            Some(keep) => self.files.drop_partitions_before(POINTS_TABLE, now_ns - keep.as_nanos() as i64).await,
-            None => Ok(0),
-        }
+        self.files.enforce_retention(&self.retention, now_ns).await
+    }
+
+    async fn write_rollups(&self, rows: &[RollupRow]) -> Result<(), StoreError> {
+        self.files.write_rollups(rows).await
+    }
+
+    async fn delete_points(&self, from_ns: i64, to_ns: i64, _shards: &[usize]) -> Result<(), StoreError> {
+        self.files.delete_points(from_ns, to_ns).await
+    }
+
+    async fn append_points(&self, points: &[Point], _shards: &[usize]) -> Result<u64, StoreError> {
+        self.files.append_points(points).await
     }
 }

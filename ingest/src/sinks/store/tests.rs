@@ -7,7 +7,7 @@ use arrow::datatypes::Int64Type;
 use tokio::sync::watch;
 use yaffle_core::{Batch, FieldValue, Point, SeriesKey};
 use yaffle_store::embedded::{EmbeddedConfig, EmbeddedStore};
-use yaffle_store::{PositionedStore, QueryResult, Store, StoreError};
+use yaffle_store::{PositionedStore, QueryResult, RollupRow, Store, StoreError};
 
 use super::*;
 use crate::log::{CursorName, Log, LogConfig};
@@ -71,6 +71,15 @@ impl Store for Flaky {
     }
     async fn enforce_retention(&self, now_ns: i64) -> Result<usize, StoreError> {
         self.inner.enforce_retention(now_ns).await
+    }
+    async fn write_rollups(&self, rows: &[RollupRow]) -> Result<(), StoreError> {
+        self.inner.write_rollups(rows).await
+    }
+    async fn delete_points(&self, from_ns: i64, to_ns: i64, shards: &[usize]) -> Result<(), StoreError> {
+        self.inner.delete_points(from_ns, to_ns, shards).await
+    }
+    async fn append_points(&self, points: &[Point], shards: &[usize]) -> Result<u64, StoreError> {
+        self.inner.append_points(points, shards).await
     }
 }
 

@@ -9,6 +9,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 use yaffle_alert::AlertConfig;
+use yaffle_downsample::DownsampleConfig;
 use yaffle_ingest::config::{AuthConfig, HttpConfig, LimitsConfig};
 use yaffle_ingest::log::LogConfig;
 use yaffle_ingest::sinks::alert::AlertSinkConfig;
@@ -22,7 +23,7 @@ use yaffle_store::embedded::EmbeddedConfig;
 pub(crate) const CONFIG_ENV: &str = "YAFFLE_CONFIG";
 
 /// Everything `yaffle standalone` reads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Config {
     /// Where the log, the store and the field types live. Relative paths inside other sections are
@@ -41,6 +42,8 @@ pub(crate) struct Config {
     /// Sinks.
     pub(crate) sinks: SinksConfig,
     pub(crate) alert: AlertConfig,
+    /// Downsampling: `yaffle downsample` workers, backfill, and standalone's in-process rollups.
+    pub(crate) downsample: DownsampleConfig,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             sinks: SinksConfig::default(),
             alert: AlertConfig::default(),
+            downsample: DownsampleConfig::default(),
         }
     }
 }
@@ -136,6 +140,7 @@ impl Config {
         self.sinks.clickhouse.validate()?;
         self.sinks.kafka.validate()?;
         self.alert.validate()?;
+        self.downsample.validate()?;
         self.sinks.alert.validate()?;
         if self.store.backend == StoreBackend::ClickHouse {
             self.store.clickhouse.validate()?;

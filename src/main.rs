@@ -7,13 +7,17 @@
 //! - `yaffle query SQL`: runs SQL against the configured store.
 //! - `yaffle alert`: a streaming alert evaluator (rule files, Alertmanager).
 //! - `yaffle rules check FILE...`: checks rule files, like `promtool check rules`.
+//! - `yaffle downsample`: a downsampling worker of the Kafka consumer group.
+//! - `yaffle backfill --from T1 --to T2`: recomputes rollups (or raw points) of a past range from Kafka.
 
 mod alert;
 mod config;
+mod downsample;
 mod standalone;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -52,6 +56,10 @@ enum Command {
     },
     /// Runs a streaming alert evaluator: points pushed by ingest, rule files, Alertmanager.
     Alert,
+    /// Runs a downsampling worker: one member of the Kafka consumer group, rollups into the store.
+    Downsample,
+    /// Replays a past range of the Kafka topic into rollups (or, `--target raw`, raw points).
+    Backfill(downsample::BackfillArgs),
     /// Alert rule files.
     Rules {
         #[command(subcommand)]
@@ -99,6 +107,8 @@ fn main() -> ExitCode {
             Command::Store { command: StoreCommand::Init } => store_init(config).await,
             Command::Query { sql, format } => query(config, &sql, &format).await,
             Command::Alert => alert::run(config.alert).await,
+            Command::Downsample => downsample::run(config).await,
+            Command::Backfill(args) => downsample::backfill(config, args).await,
             Command::Rules { .. } => unreachable!("handled before the runtime starts"),
         }
     });
@@ -109,6 +119,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The configured store, ready for writes (ClickHouse: tables created if missing).
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
+    Ok(match config.store.backend {
+        StoreBackend::Embedded => {
+            Arc::new(EmbeddedStore::open(&config.data_dir, &config.store.embedded).await.map_err(|e| e.to_string())?)
+        }
+        StoreBackend::ClickHouse => {
+            let store = ClickHouseStore::new(&config.store.clickhouse).map_err(|e| e.to_string())?;
+            store.init().await.map_err(|e| e.to_string())?;
+            Arc::new(store)
+        }
+    })
 }
 
 async fn store_init(config: Config) -> Result<(), String> {

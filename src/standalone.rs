@@ -24,7 +24,8 @@ pub(crate) async fn run(mut config: Config) -> Result<(), String> {
     if alerting {
         config.log.cursors.alert.enabled = true;
     }
-    if config.sinks.kafka.enabled {
+    let downsampling = config.downsample.standalone && !config.sinks.kafka.enabled;
+    if config.sinks.kafka.enabled || downsampling {
         config.log.cursors.kafka.enabled = true;
     }
     let data_dir = &config.data_dir;
@@ -78,6 +79,11 @@ pub(crate) async fn run(mut config: Config) -> Result<(), String> {
         let sink = KafkaSink::new(Arc::clone(&log), config.sinks.kafka.clone(), Arc::clone(&metrics));
         tokio::spawn(sink.run(stop.subscribe()))
     });
+    let downsample_task = downsampling.then(|| {
+        let metrics = Arc::new(yaffle_downsample::Metrics::new(&mut registry));
+        let (log, store) = (Arc::clone(&log), Arc::clone(&store));
+        crate::downsample::spawn_standalone(log, store, config.downsample.clone(), metrics, stop.subscribe())
+    });
 
     let listener = tokio::net::TcpListener::bind(config.http.bind)
         .await
@@ -108,6 +114,11 @@ pub(crate) async fn run(mut config: Config) -> Result<(), String> {
             Err(e) => tracing::error!(error = %e, sink = name, "sink panicked"),
             Ok(Ok(())) => {}
         }
+    }
+    if let Some(task) = downsample_task
+        && let Err(e) = task.await
+    {
+        tracing::error!(error = %e, "downsampling panicked");
     }
     log.shutdown();
     Ok(())

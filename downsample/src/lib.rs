@@ -1,18 +1,30 @@
-//! Yaffle downsampling: windows, aggregates, rollup rules, workers, replay and backfill.
+//! Yaffle downsampling: windows, aggregates, workers, replay and backfill.
 //!
 //! Job (see `shared/design.md`): a consumer group of workers, each owning whole Kafka partitions (or,
 //! standalone, reading the durable log's `kafka` cursor), turns points into rollups at configured
 //! resolutions, keeps no checkpoint, and rebuilds its open windows after a crash or rebalance by
-//! replaying the log from far enough back. Rollup writes are idempotent, so a replay never
-//! double-counts.
+//! replaying the log from far enough back ([`kafka`] states the contract). Rollup writes are
+//! idempotent, so a replay never double-counts.
 //!
-//! Built so far: [`aggregate`] (count, sum, min, max, first, last, DDSketch) and [`windows`] (event-time
-//! windows, watermark, lateness, resuming without re-emitting). The workers, replay and backfill on
-//! Kafka are the rest of the Kafka/downsampling issue. This crate may depend on `yaffle-core` and
-//! `yaffle-store`, never on ingest.
+//! - [`aggregate`]: count, sum, min, max, first, last, DDSketch.
+//! - [`windows`]: event-time windows, watermark, lateness, resuming without re-emitting.
+//! - [`engine`]: the windows of the owned partitions and the rows waiting to be written.
+//! - [`kafka`]: the consumer-group worker (`yaffle downsample`).
+//! - [`backfill`]: replaying a time range outside the group, into rollups or raw points.
+//!
+//! This crate depends on `yaffle-core` and `yaffle-store`; standalone mode's log reader is wired in
+//! the binary.
 
 pub mod aggregate;
+pub mod backfill;
+pub mod config;
+pub mod engine;
+pub mod kafka;
+mod metrics;
 pub mod windows;
 
 pub use aggregate::{Aggregate, SketchConfig};
+pub use config::DownsampleConfig;
+pub use engine::Engine;
+pub use metrics::Metrics;
 pub use windows::{Rollup, WindowConfig, Windows};

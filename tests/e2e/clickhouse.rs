@@ -55,6 +55,9 @@ ddl_timeout = "10s"
 [sinks.clickhouse]
 flush_interval = "200ms"
 retry_max = "1s"
+# The raw points' path alone: the other cursors must stay where they are.
+[downsample]
+standalone = false
 "#
         ),
     )

@@ -55,6 +55,8 @@ pub(super) struct CursorState {
     pub(super) committed: AtomicU64,
     /// Positions below this were dropped for this cursor by the `drop_oldest` policy.
     pub(super) floor: AtomicU64,
+    /// What the reader recorded with its last commit (standalone downsampling: its emitted watermark).
+    pub(super) metadata: Mutex<String>,
     file: PathBuf,
     /// Serialises [`CursorState::persist`]: its temporary file is per cursor, and several tasks may
     /// commit one cursor (the ClickHouse sink's shards do).
@@ -65,14 +67,18 @@ impl CursorState {
     /// Loads the persisted position, or starts at `start` for a cursor never committed.
     pub(super) fn load(dir: &Path, name: CursorName, config: CursorConfig, start: u64) -> std::io::Result<Self> {
         let file = dir.join(format!("{}.cursor", name.as_str()));
-        let committed = match fs::read_to_string(&file) {
-            Ok(s) => s.trim().parse().map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{}: not a position: {s:?}", file.display()),
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => start,
+        let (committed, metadata) = match fs::read_to_string(&file) {
+            Ok(s) => {
+                let (position, metadata) = s.split_once('\n').unwrap_or((&s, ""));
+                let position = position.trim().parse().map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{}: not a position: {position:?}", file.display()),
+                    )
+                })?;
+                (position, metadata.to_string())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (start, String::new()),
             Err(e) => return Err(e),
         };
         Ok(Self {
@@ -80,6 +86,7 @@ impl CursorState {
             config,
             committed: AtomicU64::new(committed),
             floor: AtomicU64::new(0),
+            metadata: Mutex::new(metadata),
             file,
             persisting: Mutex::new(()),
         })
@@ -90,14 +97,24 @@ impl CursorState {
         self.committed.load(Ordering::Acquire).max(self.floor.load(Ordering::Acquire))
     }
 
-    /// Persists a position (atomically: write, fsync, rename). Cursors never move back: an older
-    /// position than the committed one leaves it as it is. Safe to call from several threads.
-    pub(super) fn persist(&self, position: u64) -> std::io::Result<()> {
+    /// Persists a position (atomically: write, fsync, rename), with `metadata` if given (else the
+    /// last one). Cursors never move back: an older position than the committed one leaves it as it
+    /// is. Safe to call from several threads.
+    pub(super) fn persist(&self, position: u64, metadata: Option<&str>) -> std::io::Result<()> {
         let _one_at_a_time = self.persisting.lock().unwrap_or_else(|e| e.into_inner());
         let position = position.max(self.committed.load(Ordering::Acquire));
+        let mut kept = self.metadata.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = metadata {
+            m.clone_into(&mut kept);
+        }
         let tmp = self.file.with_extension("cursor.tmp");
         let mut f = fs::File::create(&tmp)?;
-        f.write_all(position.to_string().as_bytes())?;
+        let mut text = position.to_string();
+        if !kept.is_empty() {
+            text.push('\n');
+            text.push_str(&kept);
+        }
+        f.write_all(text.as_bytes())?;
         f.sync_data()?;
         fs::rename(&tmp, &self.file)?;
         self.committed.fetch_max(position, Ordering::AcqRel);

@@ -182,8 +182,24 @@ impl Log {
 
     /// Persists a cursor's position and deletes segments every enabled cursor has passed.
     pub fn commit(&self, name: CursorName, position: u64) -> Result<(), IngestError> {
+        self.commit_with(name, position, None)
+    }
+
+    /// Like [`Log::commit`], recording `metadata` (one line) with the position, as a Kafka offset
+    /// commit can: standalone downsampling keeps its emitted watermark there.
+    pub fn commit_with_metadata(&self, name: CursorName, position: u64, metadata: &str) -> Result<(), IngestError> {
+        debug_assert!(!metadata.contains('\n'), "cursor metadata is one line");
+        self.commit_with(name, position, Some(metadata))
+    }
+
+    /// The metadata of a cursor's last commit ([`Log::commit_with_metadata`]), empty if none.
+    pub fn cursor_metadata(&self, name: CursorName) -> String {
+        self.shared.cursors[name.index()].metadata.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn commit_with(&self, name: CursorName, position: u64, metadata: Option<&str>) -> Result<(), IngestError> {
         let cursor = &self.shared.cursors[name.index()];
-        cursor.persist(position).map_err(IngestError::io(&self.shared.dir))?;
+        cursor.persist(position, metadata).map_err(IngestError::io(&self.shared.dir))?;
         self.shared.metrics.cursor_position(name).set(cursor.committed.load(Ordering::Acquire) as i64);
         self.shared.update_lag();
         self.shared.delete_passed_segments()

@@ -1,0 +1,157 @@
+//! The state one worker keeps: open windows per owned partition, and the rollup rows waiting to be
+//! written. The Kafka worker, standalone mode and backfill all drive it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use yaffle_core::Batch;
+use yaffle_core::batch::DecodeError;
+use yaffle_store::RollupRow;
+
+use crate::metrics::{MeasurementLabels, Metrics};
+use crate::windows::{Rollup, WindowConfig, Windows};
+
+/// Open windows per partition and the finished rows not yet written.
+#[derive(Debug)]
+pub struct Engine {
+    config: WindowConfig,
+    partitions: HashMap<i32, Windows>,
+    pending: Vec<RollupRow>,
+    metrics: Arc<Metrics>,
+}
+
+impl Engine {
+    /// No partition owned.
+    pub fn new(config: WindowConfig, metrics: Arc<Metrics>) -> Self {
+        Self { config, partitions: HashMap::new(), pending: Vec::new(), metrics }
+    }
+
+    /// Takes a partition with empty windows; those closing at or before `emitted_through` (what the
+    /// previous owner recorded with its commit) are rebuilt by the replay but not emitted again.
+    pub fn assign(&mut self, partition: i32, emitted_through: Option<i64>) {
+        let mut windows = Windows::new(&self.config);
+        if let Some(t) = emitted_through {
+            windows.resume(t);
+        }
+        self.partitions.insert(partition, windows);
+        self.metrics.partitions.set(self.partitions.len() as i64);
+    }
+
+    /// Drops a partition's windows (its rows already finished stay pending: they are complete).
+    pub fn revoke(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+        self.metrics.partitions.set(self.partitions.len() as i64);
+    }
+
+    /// Whether the partition is owned.
+    pub fn owns(&self, partition: i32) -> bool {
+        self.partitions.contains_key(&partition)
+    }
+
+    /// The owned partitions.
+    pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
+        self.partitions.keys().copied()
+    }
+
+    /// Folds one record (a batch) of an owned partition and finishes the windows its watermark closes;
+    /// while `replaying` records the previous owner read, finishes none (see [`Engine::caught_up`]).
+    pub fn add(&mut self, partition: i32, payload: &[u8], replaying: bool) -> Result<(), DecodeError> {
+        let batch = Batch::decode(payload)?;
+        let Some(windows) = self.partitions.get_mut(&partition) else { return Ok(()) };
+        for p in &batch.points {
+            windows.add(p);
+        }
+        self.metrics.points.inc_by(batch.points.len() as u64);
+        if !replaying {
+            let finished = windows.advance();
+            self.pending.extend(finished.iter().map(row));
+        }
+        Ok(())
+    }
+
+    /// The replay reached the previous owner's commit: every window its watermark had closed there was
+    /// emitted (it commits only after writing them), so they are dropped unemitted, and the values the
+    /// replay found late were counted by it already.
+    pub fn caught_up(&mut self, partition: i32) {
+        if let Some(windows) = self.partitions.get_mut(&partition) {
+            windows.resume(windows.watermark());
+            windows.advance();
+            windows.take_late();
+        }
+    }
+
+    /// Finishes every open window of every partition (the end of a bounded backfill).
+    pub fn flush(&mut self) {
+        for windows in self.partitions.values_mut() {
+            let finished = windows.flush();
+            self.pending.extend(finished.iter().map(row));
+        }
+    }
+
+    /// The watermark through which a partition's windows are finished (what a commit records).
+    pub fn emitted_through(&self, partition: i32) -> Option<i64> {
+        self.partitions.get(&partition).map(Windows::emitted_through).filter(|&t| t != i64::MIN)
+    }
+
+    /// The rows waiting to be written.
+    pub fn pending(&self) -> &[RollupRow] {
+        &self.pending
+    }
+
+    /// Forgets the pending rows once they are written.
+    pub fn written(&mut self) {
+        self.metrics.rollups_written.inc_by(self.pending.len() as u64);
+        self.pending.clear();
+        self.update_gauges();
+    }
+
+    /// Keeps only the pending rows `keep` accepts (a backfill keeps whole windows of its range).
+    pub fn retain_pending(&mut self, keep: impl FnMut(&RollupRow) -> bool) {
+        self.pending.retain(keep);
+    }
+
+    /// Counts late values per measurement in `/metrics` and logs them.
+    pub fn report_late(&mut self) {
+        for windows in self.partitions.values_mut() {
+            for (measurement, n) in windows.take_late() {
+                tracing::warn!(%measurement, values = n, "late values dropped: their window had closed");
+                let labels = MeasurementLabels { measurement: measurement.to_string() };
+                self.metrics.late_points.get_or_create(&labels).inc_by(n);
+            }
+        }
+        self.update_gauges();
+    }
+
+    fn update_gauges(&self) {
+        let open: usize = self.partitions.values().map(Windows::open_series_fields).sum();
+        self.metrics.open_series_fields.set(open as i64);
+        self.metrics.pending_rollups.set(self.pending.len() as i64);
+        if let Some(w) = self.partitions.values().map(Windows::watermark).max().filter(|&w| w != i64::MIN) {
+            self.metrics.watermark_seconds.set(w as f64 / 1e9);
+        }
+    }
+}
+
+/// A finished window as a store row. Its version is its count: a window rebuilt from more of the log
+/// replaces one built from less, and one rebuilt from the same points is the same row.
+pub fn row(r: &Rollup) -> RollupRow {
+    let a = &r.aggregate;
+    RollupRow {
+        series_id: r.series.id(),
+        series: Arc::clone(&r.series),
+        field: Arc::clone(&r.field),
+        resolution_s: r.resolution.as_secs() as u32,
+        window_start_ns: r.window_start,
+        count: a.count,
+        sum: a.sum,
+        min: a.min,
+        max: a.max,
+        first: a.first,
+        last: a.last,
+        sketch: a
+            .sketch
+            .as_ref()
+            .map_or_else(String::new, |s| serde_json::to_string(s.as_ref()).expect("a sketch serializes")),
+        version: a.count,
+    }
+}

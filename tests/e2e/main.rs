@@ -8,6 +8,7 @@ mod alerting;
 mod alertmanager;
 mod clickhouse;
 mod clients;
+mod downsampling;
 mod durability;
 mod standalone;
 mod support;

@@ -258,8 +258,9 @@ async fn rollups_through_rebalances_and_restarts_equal_a_batch_recomputation() {
         let handle = tokio::runtime::Handle::current();
         let report =
             tokio::task::spawn_blocking(move || backfill::from_kafka(&config, target, request, &handle)).await.unwrap();
-        assert_eq!(report.unwrap().rollups, (SERIES * 10) as u64);
+        // 10 or 11 windows per series, as t0 falls on a 2-minute boundary or not.
         let expected = recompute(&all, &[120], 0, None);
+        assert_eq!(report.unwrap().rollups, expected.len() as u64);
         assert_tables_equal(&stored(&store, &[120]).await, &expected);
     }
 }

@@ -264,3 +264,43 @@ async fn rollups_through_rebalances_and_restarts_equal_a_batch_recomputation() {
         assert_tables_equal(&stored(&store, &[120]).await, &expected);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_points_of_a_lost_range_are_rebuilt_from_the_log_exactly_even_twice() {
+    let brokers = peer::shared();
+    let topic = unique("rebuild");
+    create_topic(&brokers, &topic).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path(), &EmbeddedConfig::default()).await.unwrap());
+    let config = config(&brokers, &topic);
+    let (t0, mut all) = (t0(), Vec::new());
+    produce(&brokers, &topic, t0, 0..60, &mut all);
+    assert_eq!(store.append_points(&all, &[]).await.unwrap(), all.len() as u64);
+    let (from, to) = (t0 + 200 * S, t0 + 400 * S);
+    store.delete_points(from, to, &[]).await.unwrap(); // the loss
+    let count = |sql: &'static str| {
+        let store = Arc::clone(&store);
+        async move { store.query(sql).await.unwrap().batches[0].column(0).as_primitive::<Int64Type>().value(0) }
+    };
+    assert_eq!(count("SELECT count(*) FROM points").await as usize, all.len() - 200 * SERIES);
+    let request = Request {
+        from_ns: from,
+        to_ns: to,
+        resolutions: vec![],
+        target: Target::Raw,
+        shards: vec![],
+        slack: Duration::from_secs(60),
+    };
+    for _ in 0..2 {
+        let (config, target, request) = (config.clone(), Arc::clone(&store) as Arc<dyn Store>, request.clone());
+        let handle = tokio::runtime::Handle::current();
+        let report =
+            tokio::task::spawn_blocking(move || backfill::from_kafka(&config, target, request, &handle)).await.unwrap();
+        assert_eq!(report.unwrap().points, (200 * SERIES) as u64);
+        assert_eq!(count("SELECT count(*) FROM points").await as usize, all.len());
+        assert_eq!(
+            count("SELECT count(*) FROM (SELECT DISTINCT series_id, time FROM points)").await as usize,
+            all.len()
+        );
+    }
+}

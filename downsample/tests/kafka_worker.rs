@@ -204,6 +204,12 @@ async fn wait_for_rows(store: &EmbeddedStore, resolutions: &[u64], rows: usize, 
     }
 }
 
+async fn run_backfill(config: &DownsampleConfig, store: &Arc<EmbeddedStore>, request: &Request) -> backfill::Report {
+    let (config, target, request) = (config.clone(), Arc::clone(store) as Arc<dyn Store>, request.clone());
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || backfill::from_kafka(&config, target, request, &handle)).await.unwrap().unwrap()
+}
+
 fn assert_tables_equal(got: &Table, expected: &Table) {
     let missing: Vec<_> = expected.keys().filter(|k| !got.contains_key(*k)).take(5).collect();
     let extra: Vec<_> = got.keys().filter(|k| !expected.contains_key(*k)).take(5).collect();
@@ -254,13 +260,10 @@ async fn rollups_through_rebalances_and_restarts_equal_a_batch_recomputation() {
         slack: Duration::from_secs(60),
     };
     for _ in 0..2 {
-        let (config, target, request) = (config.clone(), Arc::clone(&store) as Arc<dyn Store>, request.clone());
-        let handle = tokio::runtime::Handle::current();
-        let report =
-            tokio::task::spawn_blocking(move || backfill::from_kafka(&config, target, request, &handle)).await.unwrap();
+        let report = run_backfill(&config, &store, &request).await;
         // 10 or 11 windows per series, as t0 falls on a 2-minute boundary or not.
         let expected = recompute(&all, &[120], 0, None);
-        assert_eq!(report.unwrap().rollups, expected.len() as u64);
+        assert_eq!(report.rollups, expected.len() as u64);
         assert_tables_equal(&stored(&store, &[120]).await, &expected);
     }
 }
@@ -292,11 +295,8 @@ async fn raw_points_of_a_lost_range_are_rebuilt_from_the_log_exactly_even_twice(
         slack: Duration::from_secs(60),
     };
     for _ in 0..2 {
-        let (config, target, request) = (config.clone(), Arc::clone(&store) as Arc<dyn Store>, request.clone());
-        let handle = tokio::runtime::Handle::current();
-        let report =
-            tokio::task::spawn_blocking(move || backfill::from_kafka(&config, target, request, &handle)).await.unwrap();
-        assert_eq!(report.unwrap().points, (200 * SERIES) as u64);
+        let report = run_backfill(&config, &store, &request).await;
+        assert_eq!(report.points, (200 * SERIES) as u64);
         assert_eq!(count("SELECT count(*) FROM points").await as usize, all.len());
         assert_eq!(
             count("SELECT count(*) FROM (SELECT DISTINCT series_id, time FROM points)").await as usize,

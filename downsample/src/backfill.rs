@@ -170,7 +170,7 @@ impl Backfill {
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
-pub fn progress_bar(total: u64, unit: &str) -> ProgressBar {
+fn progress_bar(total: u64, unit: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     let template =
         format!("{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}}) {{msg}}");

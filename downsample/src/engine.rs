@@ -48,11 +48,6 @@ impl Engine {
         self.partitions.contains_key(&partition)
     }
 
-    /// The owned partitions.
-    pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
-        self.partitions.keys().copied()
-    }
-
     /// Folds one record (a batch) of an owned partition and finishes the windows its watermark closes;
     /// while `replaying` records the previous owner read, finishes none (see [`Engine::caught_up`]).
     pub fn add(&mut self, partition: i32, payload: &[u8], replaying: bool) -> Result<(), DecodeError> {

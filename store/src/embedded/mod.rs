@@ -123,7 +123,7 @@ impl EmbeddedStore {
         let files = tokio::task::spawn_blocking(move || files::Files::open(root, partition_ns))
             .await
             .expect("store open task panicked")?;
-        Self::with_files(files, config)
+        Self::with_files(files, config).await
     }
 
     /// Opens an existing store for queries only, touching no file: safe while a server writes to it.
@@ -136,19 +136,19 @@ impl EmbeddedStore {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no store here: check data_dir"),
             });
         }
-        Self::with_files(files::Files::read_only(root, config.partition.as_nanos() as i64), config)
+        Self::with_files(files::Files::read_only(root, config.partition.as_nanos() as i64), config).await
     }
 
-    fn with_files(files: files::Files, config: &EmbeddedConfig) -> Result<Self, StoreError> {
+    async fn with_files(files: files::Files, config: &EmbeddedConfig) -> Result<Self, StoreError> {
         let store = Self { files, retention: config.retention.clone() };
-        store.session()?; // fail at open, not at the first query, if the table cannot be registered
+        store.session().await?; // fail at open, not at the first query, if the table cannot be registered
         Ok(store)
     }
 
     /// A fresh session per query: DataFusion caches directory listings in its runtime, and our files
     /// change with every flush (another process may be writing), so nothing is kept between queries.
     /// Setting one up costs about a millisecond.
-    fn session(&self) -> Result<SessionContext, StoreError> {
+    async fn session(&self) -> Result<SessionContext, StoreError> {
         let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
         let runtime = RuntimeEnvBuilder::new()
             .with_cache_manager(caches)
@@ -159,9 +159,13 @@ impl EmbeddedStore {
         config.options_mut().execution.listing_table_ignore_subdirectory = false;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         register_table(&ctx, POINTS_TABLE, &self.files.table_dir(POINTS_TABLE), points_schema())?;
+        // `rollups`: the highest version of each key of `rollup_versions`, so rewritten rollups replace,
+        // never add. (A read-only store written before rollups existed has neither.)
         let rollups = self.files.table_dir(ROLLUPS_TABLE);
         if rollups.is_dir() {
             register_table(&ctx, ROLLUP_VERSIONS, &rollups, rollups_schema())?;
+            let latest = ctx.sql(LATEST_ROLLUPS).await.map_err(|e| StoreError::Execution(e.to_string()))?;
+            ctx.register_table(ROLLUPS_TABLE, latest.into_view()).map_err(|e| StoreError::Execution(e.to_string()))?;
         }
         Ok(ctx)
     }
@@ -197,11 +201,12 @@ impl PositionedStore for EmbeddedStore {
 impl Store for EmbeddedStore {
     async fn query(&self, sql: &str) -> Result<QueryResult, StoreError> {
         let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        let ctx = self.session()?;
-        // `rollups`: the highest version of each key, so rewritten rollups replace, never add.
-        let latest = ctx.sql(LATEST_ROLLUPS).await.map_err(|e| StoreError::Execution(e.to_string()))?;
-        ctx.register_table(ROLLUPS_TABLE, latest.into_view()).map_err(|e| StoreError::Execution(e.to_string()))?;
-        let df = ctx.sql_with_options(sql, read_only).await.map_err(|e| StoreError::InvalidQuery(e.to_string()))?;
+        let df = self
+            .session()
+            .await?
+            .sql_with_options(sql, read_only)
+            .await
+            .map_err(|e| StoreError::InvalidQuery(e.to_string()))?;
         let schema = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await.map_err(|e| StoreError::Execution(e.to_string()))?;
         Ok(QueryResult { schema, batches, warnings: Vec::new() })

@@ -221,3 +221,14 @@ async fn deleted_points_are_gone_and_appended_ones_come_back_exactly() {
     store.delete_points(0, DAY, &[]).await.unwrap();
     assert_eq!(count("SELECT count(*) FROM points").await, 24);
 }
+
+#[tokio::test]
+async fn a_store_written_before_rollups_existed_still_answers_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    open(dir.path()).await.write_points(&[point("db", "a", 5, vec![("v", FieldValue::Float(1.0))])], 1).await.unwrap();
+    std::fs::remove_dir(dir.path().join(EmbeddedConfig::default().dir).join(ROLLUPS_TABLE)).unwrap(); // as an older version left it
+    let store = EmbeddedStore::open_read_only(dir.path(), &EmbeddedConfig::default()).await.unwrap();
+    assert_eq!(store.query("SELECT * FROM points").await.unwrap().num_rows(), 1);
+    let e = store.query("SELECT * FROM rollups").await.unwrap_err();
+    assert!(e.to_string().contains("rollups"), "{e}");
+}

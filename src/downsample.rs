@@ -163,12 +163,9 @@ pub(crate) fn spawn_standalone(
 /// Writes finished rows, then moves the cursor to where a replay of the open windows starts.
 async fn commit(log: &Log, engine: &mut Engine, store: &dyn Store, read: u64, back: Duration) {
     engine.report_late();
-    if !engine.pending().is_empty() {
-        if let Err(e) = store.write_rollups(engine.pending()).await {
-            tracing::warn!(error = %e, rows = engine.pending().len(), "writing rollups failed; retrying");
-            return;
-        }
-        engine.written();
+    if let Err(e) = engine.write_pending(store).await {
+        tracing::warn!(error = %e, rows = engine.pending().len(), "writing rollups failed; retrying");
+        return;
     }
     let Some(emitted) = engine.emitted_through(0) else { return };
     let replay_from = match log.position_at_time(emitted.saturating_sub(back.as_nanos() as i64)) {

@@ -151,11 +151,9 @@ impl Backfill {
         self.engine.retain_pending(|r| {
             r.window_start_ns >= from && r.window_start_ns + i64::from(r.resolution_s) * 1_000_000_000 <= to
         });
-        if !self.engine.pending().is_empty() {
-            self.store.write_rollups(self.engine.pending()).await.map_err(|e| format!("writing rollups: {e}"))?;
-            self.report.rollups += self.engine.pending().len() as u64;
-            self.engine.written();
-        }
+        let written =
+            self.engine.write_pending(self.store.as_ref()).await.map_err(|e| format!("writing rollups: {e}"))?;
+        self.report.rollups += written as u64;
         Ok(())
     }
 

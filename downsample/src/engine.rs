@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use yaffle_core::Batch;
 use yaffle_core::batch::DecodeError;
-use yaffle_store::RollupRow;
+use yaffle_store::{RollupRow, Store, StoreError};
 
 use crate::metrics::{MeasurementLabels, Metrics};
 use crate::windows::{Rollup, WindowConfig, Windows};
@@ -93,11 +93,21 @@ impl Engine {
         &self.pending
     }
 
-    /// Forgets the pending rows once they are written.
-    pub fn written(&mut self) {
-        self.metrics.rollups_written.inc_by(self.pending.len() as u64);
+    /// Writes the pending rows to `store` and forgets them; on failure keeps them for the next try.
+    /// Returns how many were written.
+    pub async fn write_pending(&mut self, store: &dyn Store) -> Result<usize, StoreError> {
+        if self.pending.is_empty() {
+            return Ok(0);
+        }
+        if let Err(e) = store.write_rollups(&self.pending).await {
+            self.metrics.write_errors.inc();
+            return Err(e);
+        }
+        let n = self.pending.len();
+        self.metrics.rollups_written.inc_by(n as u64);
         self.pending.clear();
         self.update_gauges();
+        Ok(n)
     }
 
     /// Keeps only the pending rows `keep` accepts (a backfill keeps whole windows of its range).

@@ -251,7 +251,7 @@ pub fn run_worker(
         }
         if last_commit.elapsed() >= config.commit_interval {
             last_commit = Instant::now();
-            let written = write_and_commit(&consumer, &mut engine, &progress, store.as_ref(), handle, &metrics);
+            let written = write_and_commit(&consumer, &mut engine, &progress, store.as_ref(), handle);
             let over = engine.pending().len() > config.max_pending_rows;
             if over != paused {
                 if let Ok(assignment) = consumer.assignment() {
@@ -262,7 +262,7 @@ pub fn run_worker(
             }
         }
     }
-    write_and_commit(&consumer, &mut engine, &progress, store.as_ref(), handle, &metrics);
+    write_and_commit(&consumer, &mut engine, &progress, store.as_ref(), handle);
     close(consumer);
     Ok(())
 }
@@ -303,23 +303,17 @@ fn write_and_commit(
     progress: &HashMap<i32, Progress>,
     store: &dyn Store,
     handle: &Handle,
-    metrics: &Metrics,
 ) -> bool {
     engine.report_late();
-    if !engine.pending().is_empty() {
-        if let Err(e) = handle.block_on(store.write_rollups(engine.pending())) {
-            metrics.write_errors.inc();
-            tracing::warn!(error = %e, rows = engine.pending().len(), "writing rollups failed; retrying");
-            return false;
-        }
-        engine.written();
+    if let Err(e) = handle.block_on(engine.write_pending(store)) {
+        tracing::warn!(error = %e, rows = engine.pending().len(), "writing rollups failed; retrying");
+        return false;
     }
     let topic = &consumer.context().topic;
     let mut tpl = TopicPartitionList::new();
     for (&p, pos) in progress {
-        // Until the replay reaches the commit, the commit stays where it was.
+        // Until the replay reaches the commit (or anything is read), the commit stays where it was.
         if pos.probe || pos.replaying || pos.next <= pos.committed {
-            // (`next` is 0 until a record is read.)
             continue;
         }
         if tpl.add_partition_offset(topic, p, Offset::Offset(pos.next)).is_err() {

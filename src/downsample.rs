@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -54,12 +53,7 @@ pub(crate) async fn run(config: Config) -> Result<(), String> {
 }
 
 async fn render(State(registry): State<Arc<Registry>>) -> Response {
-    let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &registry) {
-        Ok(()) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
-            .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    yaffle_ingest::http::render_metrics(&registry)
 }
 
 /// `yaffle backfill`'s arguments.

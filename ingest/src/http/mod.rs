@@ -108,8 +108,13 @@ async fn health(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
+    render_metrics(&s.registry)
+}
+
+/// A `/metrics` response: the registry in the OpenMetrics text format.
+pub fn render_metrics(registry: &Registry) -> Response {
     let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &s.registry) {
+    match prometheus_client::encoding::text::encode(&mut text, registry) {
         Ok(()) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),

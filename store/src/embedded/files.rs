@@ -119,8 +119,7 @@ impl Files {
     pub(super) async fn write_rollups(&self, rows: &[RollupRow]) -> Result<(), StoreError> {
         let mut groups: BTreeMap<(u32, i64), Vec<RollupRow>> = BTreeMap::new();
         for r in rows {
-            let partition = r.window_start_ns.div_euclid(self.partition_ns) * self.partition_ns;
-            groups.entry((r.resolution_s, partition)).or_default().push(r.clone());
+            groups.entry((r.resolution_s, self.partition_of(r.window_start_ns))).or_default().push(r.clone());
         }
         let root = Arc::clone(&self.root);
         tokio::task::spawn_blocking(move || {
@@ -186,12 +185,14 @@ impl Files {
     fn by_partition(&self, points: &[Point]) -> BTreeMap<i64, Vec<Point>> {
         let mut by_partition: BTreeMap<i64, Vec<Point>> = BTreeMap::new();
         for p in points {
-            by_partition
-                .entry(p.timestamp.div_euclid(self.partition_ns) * self.partition_ns)
-                .or_default()
-                .push(p.clone());
+            by_partition.entry(self.partition_of(p.timestamp)).or_default().push(p.clone());
         }
         by_partition
+    }
+
+    /// The start of the partition holding time `ns`.
+    fn partition_of(&self, ns: i64) -> i64 {
+        ns.div_euclid(self.partition_ns) * self.partition_ns
     }
 }
 

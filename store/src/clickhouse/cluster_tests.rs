@@ -6,7 +6,7 @@ use arrow::array::AsArray;
 use arrow::datatypes::UInt64Type;
 use yaffle_core::{FieldValue, Point, SeriesKey};
 
-use super::testing::fresh_config;
+use super::testing::{fresh_config, sync_replicas};
 use super::*;
 
 const T0: i64 = 1_700_000_000_000_000_000;
@@ -19,14 +19,7 @@ async fn store(test: &str) -> ClickHouseStore {
 
 /// Reads after every replica has fetched what its peer was given.
 async fn numbers(store: &ClickHouseStore, sql: &str) -> Vec<u64> {
-    for shard in &store.shards {
-        for r in &shard.replicas {
-            for table in ["points_local", "rollups_local"] {
-                let sync = format!("SYSTEM SYNC REPLICA {}.{table}", store.config.database);
-                r.client.query(&sync).execute().await.unwrap();
-            }
-        }
-    }
+    sync_replicas(store).await;
     let r = store.query(sql).await.unwrap();
     r.batches.iter().flat_map(|b| b.column(0).as_primitive::<UInt64Type>().values().to_vec()).collect()
 }

@@ -45,3 +45,16 @@ pub fn fresh_config(test: &str) -> ClickHouseConfig {
         ..ClickHouseConfig::default()
     }
 }
+
+/// Waits until every replica has fetched what its peers were given, so a read through the
+/// `Distributed` tables is complete whichever replica it picks.
+pub async fn sync_replicas(store: &super::ClickHouseStore) {
+    for shard in &store.shards {
+        for r in &shard.replicas {
+            for table in ["points_local", "rollups_local"] {
+                let sync = format!("SYSTEM SYNC REPLICA {}.{table}", store.config.database);
+                r.client.query(&sync).execute().await.unwrap_or_else(|e| panic!("{}: {sync}: {e}", r.url));
+            }
+        }
+    }
+}

@@ -9,7 +9,7 @@ use arrow::datatypes::UInt64Type;
 use tokio::sync::watch;
 use yaffle_core::{Batch, FieldValue, Point, SeriesKey};
 use yaffle_store::Store;
-use yaffle_store::clickhouse::testing::fresh_config;
+use yaffle_store::clickhouse::testing::{fresh_config, sync_replicas};
 use yaffle_store::clickhouse::{BlockBuilder, ClickHouseStore};
 
 use super::*;
@@ -37,9 +37,11 @@ async fn count(store: &dyn Store, sql: &str) -> u64 {
     r.batches[0].column(0).as_primitive::<UInt64Type>().value(0)
 }
 
-async fn wait_for(store: &dyn Store, n: u64) {
+/// Waits until the cluster holds `n` rows, then until every replica does (a read picks any replica).
+async fn wait_for(store: &ClickHouseStore, n: u64) {
     for _ in 0..300 {
         if count(store, "SELECT count() FROM points").await >= n {
+            sync_replicas(store).await;
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -140,6 +142,7 @@ async fn a_block_pending_at_a_crash_is_inserted_again_without_duplicates() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
+    sync_replicas(s.store.as_ref()).await;
     assert_eq!(count(s.store.as_ref(), "SELECT count() FROM points").await, 1000);
     assert_eq!(count(s.store.as_ref(), "SELECT uniqExact(value_int) FROM points").await, 1000);
 }

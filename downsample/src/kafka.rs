@@ -101,7 +101,8 @@ impl ConsumerContext for Context {
                 }
             },
             Rebalance::Revoke(tpl) => {
-                let partitions = tpl.elements().iter().map(|e| e.partition()).collect();
+                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(?partitions, "revoked");
                 self.changes.lock().expect("changes lock").push(Change::Revoked(partitions));
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
@@ -171,6 +172,9 @@ struct Progress {
     committed: i64,
     probe: bool,
     replaying: bool,
+    /// When the assignment came, and the points replayed since (for the rebuild's duration and rate).
+    assigned_at: Instant,
+    replayed_points: u64,
 }
 
 /// Runs a worker until `stop` is set. Blocking: call it from a thread of its own; `handle` runs the
@@ -236,14 +240,27 @@ pub fn run_worker(
                 if pos.replaying {
                     metrics.replayed_records.inc();
                 }
-                if let Err(e) = engine.add(p, m.payload().unwrap_or_default(), pos.replaying) {
-                    metrics.bad_records.inc();
-                    tracing::error!(partition = p, offset = m.offset(), error = %e, "skipping a record that does not decode");
+                match engine.add(p, m.payload().unwrap_or_default(), pos.replaying) {
+                    Ok(n) if pos.replaying => pos.replayed_points += n as u64,
+                    Ok(_) => {}
+                    Err(e) => {
+                        metrics.bad_records.inc();
+                        tracing::error!(partition = p, offset = m.offset(), error = %e, "skipping a record that does not decode");
+                    }
                 }
                 if pos.replaying && pos.next >= pos.committed {
                     pos.replaying = false;
                     engine.caught_up(p);
-                    tracing::info!(partition = p, offset = pos.next, "windows rebuilt; caught up with the commit");
+                    let seconds = pos.assigned_at.elapsed().as_secs_f64();
+                    metrics.rebuild_seconds.observe(seconds);
+                    tracing::info!(
+                        partition = p,
+                        offset = pos.next,
+                        points = pos.replayed_points,
+                        seconds,
+                        points_per_second = (pos.replayed_points as f64 / seconds) as u64,
+                        "windows rebuilt; caught up with the commit"
+                    );
                 }
             }
             Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer"),
@@ -281,7 +298,11 @@ fn apply_changes(
                     engine.assign(a.partition, a.emitted_through);
                     let replaying = a.start.is_some_and(|s| s < a.committed);
                     let (expect, probe, committed) = (a.start, a.probe, a.committed);
-                    progress.insert(a.partition, Progress { expect, next: 0, committed, probe, replaying });
+                    let assigned_at = Instant::now();
+                    progress.insert(
+                        a.partition,
+                        Progress { expect, next: 0, committed, probe, replaying, assigned_at, replayed_points: 0 },
+                    );
                     metrics.rebuilds.inc();
                 }
             }
@@ -323,12 +344,18 @@ fn write_and_commit(
             e.set_metadata(commit_metadata(engine.emitted_through(p)));
         }
     }
-    if tpl.count() > 0
-        && let Err(e) = consumer.commit(&tpl, CommitMode::Sync)
-    {
-        tracing::warn!(error = %e, "offset commit failed; the next owner replays further");
+    if tpl.count() > 0 {
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => tracing::debug!(commits = ?commits(&tpl), "committed"),
+            Err(e) => tracing::warn!(error = %e, "offset commit failed; the next owner replays further"),
+        }
     }
     true
+}
+
+/// (partition, offset, metadata) of each commit, for the logs.
+fn commits(tpl: &TopicPartitionList) -> Vec<(i32, Offset, String)> {
+    tpl.elements().iter().map(|e| (e.partition(), e.offset(), e.metadata().to_string())).collect()
 }
 
 /// Leaves the group. librdkafka's close can wait on a broker that is gone: give it a few seconds.

@@ -5,6 +5,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -13,7 +14,7 @@ pub(crate) struct MeasurementLabels {
 }
 
 /// Every downsampling metric.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     pub(crate) points: Counter,
     pub(crate) late_points: Family<MeasurementLabels, Counter>,
@@ -24,6 +25,7 @@ pub struct Metrics {
     pub(crate) partitions: Gauge,
     pub(crate) rebuilds: Counter,
     pub(crate) replayed_records: Counter,
+    pub(crate) rebuild_seconds: Histogram,
     pub(crate) bad_records: Counter,
     pub(crate) watermark_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
@@ -50,6 +52,11 @@ impl Metrics {
             "Records read again to rebuild windows (before the committed position)",
             m.replayed_records.clone(),
         );
+        r.register(
+            "rebuild_seconds",
+            "From a partition's assignment until its replay reached the commit",
+            m.rebuild_seconds.clone(),
+        );
         r.register("bad_records", "Records that did not decode (skipped, logged)", m.bad_records.clone());
         r.register(
             "watermark_seconds",
@@ -57,5 +64,25 @@ impl Metrics {
             m.watermark_seconds.clone(),
         );
         m
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            points: Counter::default(),
+            late_points: Family::default(),
+            rollups_written: Counter::default(),
+            write_errors: Counter::default(),
+            pending_rollups: Gauge::default(),
+            open_series_fields: Gauge::default(),
+            partitions: Gauge::default(),
+            rebuilds: Counter::default(),
+            replayed_records: Counter::default(),
+            // 10 ms to about 80 s.
+            rebuild_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            bad_records: Counter::default(),
+            watermark_seconds: Gauge::default(),
+        }
     }
 }

@@ -21,11 +21,11 @@ fn cluster(args: &[&str]) {
 
 /// The whole cluster for one test: taken once every node runs, every node started again when dropped
 /// (so a failing test leaves a whole cluster behind), released after that.
-struct ExclusiveCluster {
+pub(crate) struct ExclusiveCluster {
     _lock: std::sync::MutexGuard<'static, ()>,
 }
 
-fn exclusive_cluster() -> ExclusiveCluster {
+pub(crate) fn exclusive_cluster() -> ExclusiveCluster {
     let lock = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     cluster(&["start"]);
     ExclusiveCluster { _lock: lock }
@@ -37,8 +37,9 @@ impl Drop for ExclusiveCluster {
     }
 }
 
-/// A config file for the test cluster, database `database`, and the given extra TOML.
-fn config(dir: &Path, database: &str, extra: &str) -> String {
+/// A config file for the test cluster, database `database`, with `extra` in `[store.clickhouse]` and
+/// `sections` after the rest.
+pub(crate) fn config(dir: &Path, database: &str, extra: &str, sections: &str) -> String {
     let file = dir.join("yaffle.toml");
     std::fs::write(
         &file,
@@ -55,9 +56,7 @@ ddl_timeout = "10s"
 [sinks.clickhouse]
 flush_interval = "200ms"
 retry_max = "1s"
-# The raw points' path alone: the other cursors must stay where they are.
-[downsample]
-standalone = false
+{sections}
 "#
         ),
     )
@@ -65,20 +64,22 @@ standalone = false
     file.display().to_string()
 }
 
-fn database(test: &str) -> String {
+pub(crate) fn database(test: &str) -> String {
     format!("e2e_{test}_{}", std::process::id())
 }
 
 fn start(dir: &Path, test: &str, extra: &str) -> Yaffle {
-    let file = config(dir, &database(test), extra);
+    // The raw points' path alone: the other cursors must stay where they are.
+    let file = config(dir, &database(test), extra, "[downsample]\nstandalone = false");
     Yaffle::start(&dir.join("data"), &[("YAFFLE_CONFIG", &file)])
 }
 
-/// Waits until every replica has fetched what its peer holds, so any replica a read picks is complete.
-fn sync_replicas(test: &str) {
+/// Waits until every replica of `table` has fetched what its peer holds, so any replica a read picks is
+/// complete.
+pub(crate) fn sync_replicas(test: &str, table: &str) {
     for node in 1..=4 {
         let url = format!("http://127.0.0.1:{}/", 28120 + node);
-        let mut r = agent().post(&url).send(format!("SYSTEM SYNC REPLICA {}.points_local", database(test))).unwrap();
+        let mut r = agent().post(&url).send(format!("SYSTEM SYNC REPLICA {}.{table}", database(test))).unwrap();
         assert_eq!(r.status(), 200, "sync replica on node {node}: {}", r.body_mut().read_to_string().unwrap());
     }
 }
@@ -117,7 +118,7 @@ fn sigkill_of_a_replica_during_sustained_writes_loses_and_duplicates_nothing() {
     assert!(acked.len() > 1000, "load was running ({} points)", acked.len());
     assert_eq!(refused, 0, "ingest refused writes while replicas were down");
     wait_count(&yaffle, acked.len(), Duration::from_secs(60));
-    sync_replicas("replica");
+    sync_replicas("replica", "points_local");
     assert_eq!(count(&yaffle), acked.len() as u64, "stored rows vs acknowledged points");
     assert_exactly_once(&yaffle, ROWS, &acked);
 }
@@ -157,7 +158,7 @@ fn a_whole_shard_down_for_a_minute_delays_only_itself() {
     std::thread::sleep(Duration::from_secs(2));
     let acked = load.stop();
     wait_count(&yaffle, acked.len(), Duration::from_secs(90));
-    sync_replicas("shard");
+    sync_replicas("shard", "points_local");
     assert_eq!(count(&yaffle), acked.len() as u64, "stored rows vs acknowledged points after the shard returned");
     assert_exactly_once(&yaffle, ROWS, &acked);
     assert_eq!((cursors("kafka"), cursors("alert")), (kafka, alert), "the other sinks' cursors were not touched");

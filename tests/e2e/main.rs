@@ -10,6 +10,8 @@ mod clickhouse;
 mod clients;
 mod downsampling;
 mod durability;
+#[path = "../peers/kafka.rs"]
+mod kafka;
 mod standalone;
 mod support;
 #[path = "../peers/webhook.rs"]

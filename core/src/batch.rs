@@ -119,6 +119,114 @@ impl Batch {
 
     /// Decodes a batch written by [`Batch::encode`] of a version this build reads.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut reader = BatchReader::new(bytes)?;
+        let mut points = Vec::with_capacity(reader.remaining());
+        let mut series: HashMap<u64, Arc<SeriesKey>> = HashMap::new();
+        while let Some(p) = reader.next_point()? {
+            let key = match series.get(&p.series_id.0) {
+                Some(k) if same_series(k, &p) => Arc::clone(k),
+                _ => {
+                    let k = Arc::new(p.series_key());
+                    series.insert(p.series_id.0, Arc::clone(&k));
+                    k
+                }
+            };
+            let fields = p
+                .fields
+                .iter()
+                .map(|&(name, value)| {
+                    let value = match value {
+                        FieldRef::Float(v) => FieldValue::Float(v),
+                        FieldRef::Integer(v) => FieldValue::Integer(v),
+                        FieldRef::Unsigned(v) => FieldValue::Unsigned(v),
+                        FieldRef::Boolean(v) => FieldValue::Boolean(v),
+                        FieldRef::String(i) => FieldValue::String(p.string(i).to_string()),
+                    };
+                    (p.string(name).to_string(), value)
+                })
+                .collect();
+            points.push(Point { series: key, series_id: p.series_id, fields, timestamp: p.timestamp });
+        }
+        Ok(Self { points })
+    }
+}
+
+/// A field value read in place from an encoded batch; a string value is its index in
+/// [`PointRef::strings`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FieldRef {
+    /// A float.
+    Float(f64),
+    /// A signed integer.
+    Integer(i64),
+    /// An unsigned integer.
+    Unsigned(u64),
+    /// A boolean.
+    Boolean(bool),
+    /// A string, by its index in the batch's string table.
+    String(u32),
+}
+
+impl FieldRef {
+    /// The value as a float, for numeric fields (as [`FieldValue::as_f64`]).
+    pub fn as_f64(self) -> Option<f64> {
+        match self {
+            FieldRef::Float(v) => Some(v),
+            FieldRef::Integer(v) => Some(v as f64),
+            FieldRef::Unsigned(v) => Some(v as f64),
+            FieldRef::Boolean(_) | FieldRef::String(_) => None,
+        }
+    }
+}
+
+/// One point of an encoded batch, read in place: its strings are indexes into [`PointRef::strings`],
+/// the batch's string table.
+#[derive(Debug)]
+pub struct PointRef<'r, 'a> {
+    /// The batch's strings.
+    pub strings: &'r [&'a str],
+    /// The series id written with the point.
+    pub series_id: SeriesId,
+    /// Nanoseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The database's string index.
+    pub database: u32,
+    /// The measurement's string index.
+    pub measurement: u32,
+    /// Tag key and value string indexes, sorted by key.
+    pub tags: &'r [(u32, u32)],
+    /// Field key string indexes and values, in the order written.
+    pub fields: &'r [(u32, FieldRef)],
+}
+
+impl<'a> PointRef<'_, 'a> {
+    /// The string at an index of this point.
+    pub fn string(&self, index: u32) -> &'a str {
+        self.strings[index as usize]
+    }
+
+    /// The point's series key, owned.
+    pub fn series_key(&self) -> SeriesKey {
+        let tags = self.tags.iter().map(|&(k, v)| (self.string(k).to_string(), self.string(v).to_string())).collect();
+        SeriesKey::new(self.string(self.database), self.string(self.measurement), tags)
+    }
+}
+
+/// Reads an encoded batch point by point without allocating per point: what a consumer that keeps
+/// only aggregates (the downsampler) reads with, where [`Batch::decode`] would build every point.
+#[derive(Debug)]
+pub struct BatchReader<'a> {
+    strings: Vec<&'a str>,
+    r: Reader<'a>,
+    left: usize,
+    prev_ts: i64,
+    tags: Vec<(u32, u32)>,
+    fields: Vec<(u32, FieldRef)>,
+}
+
+impl<'a> BatchReader<'a> {
+    /// Checks the header and reads the string table.
+    pub fn new(bytes: &'a [u8]) -> Result<Self, DecodeError> {
         if bytes.len() < 4 || &bytes[..3] != MAGIC {
             return Err(DecodeError::BadMagic);
         }
@@ -137,65 +245,77 @@ impl Batch {
             strings.push(s);
         }
         // A point takes at least 13 bytes (id, timestamp, 2 indexes, 2 counts).
-        let n_points = r.count(13)?;
-        let mut points = Vec::with_capacity(n_points);
-        let mut series: HashMap<u64, Arc<SeriesKey>> = HashMap::new();
-        let mut prev_ts = 0i64;
-        let mut tags = Vec::new();
-        for _ in 0..n_points {
-            let id = u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
-            let ts = prev_ts.wrapping_add(unzigzag(r.varint()?));
-            prev_ts = ts;
-            let db = r.string(&strings)?;
-            let measurement = r.string(&strings)?;
-            let n_tags = r.count(2)?;
-            tags.clear();
-            for _ in 0..n_tags {
-                tags.push((r.string(&strings)?, r.string(&strings)?));
+        let left = r.count(13)?;
+        Ok(Self { strings, r, left, prev_ts: 0, tags: Vec::new(), fields: Vec::new() })
+    }
+
+    /// The points not read yet.
+    pub fn remaining(&self) -> usize {
+        self.left
+    }
+
+    /// The batch's string table.
+    pub fn strings(&self) -> &[&'a str] {
+        &self.strings
+    }
+
+    /// The next point, `None` after the last (when the batch must also have ended).
+    pub fn next_point(&mut self) -> Result<Option<PointRef<'_, 'a>>, DecodeError> {
+        let r = &mut self.r;
+        if self.left == 0 {
+            if r.pos != r.bytes.len() {
+                return Err(DecodeError::Corrupt { offset: r.pos, what: "trailing bytes after the last point" });
             }
-            let key = match series.get(&id) {
-                Some(k) if same_series(k, db, measurement, &tags) => Arc::clone(k),
-                _ => {
-                    let owned = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-                    let k = Arc::new(SeriesKey::new(db, measurement, owned));
-                    series.insert(id, Arc::clone(&k));
-                    k
+            return Ok(None);
+        }
+        self.left -= 1;
+        let n = self.strings.len();
+        let id = u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
+        let ts = self.prev_ts.wrapping_add(unzigzag(r.varint()?));
+        self.prev_ts = ts;
+        let database = r.index(n)?;
+        let measurement = r.index(n)?;
+        let n_tags = r.count(2)?;
+        self.tags.clear();
+        for _ in 0..n_tags {
+            self.tags.push((r.index(n)?, r.index(n)?));
+        }
+        let n_fields = r.count(2)?;
+        self.fields.clear();
+        for _ in 0..n_fields {
+            let name = r.index(n)?;
+            let at = r.pos;
+            let ty = FieldType::from_u8(r.take(1)?[0])
+                .ok_or(DecodeError::Corrupt { offset: at, what: "unknown field type" })?;
+            let value = match ty {
+                FieldType::Float => {
+                    FieldRef::Float(f64::from_bits(u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"))))
                 }
+                FieldType::Integer => FieldRef::Integer(unzigzag(r.varint()?)),
+                FieldType::Unsigned => FieldRef::Unsigned(r.varint()?),
+                FieldType::Boolean => FieldRef::Boolean(r.take(1)?[0] != 0),
+                FieldType::String => FieldRef::String(r.index(n)?),
             };
-            let n_fields = r.count(2)?;
-            let mut fields = Vec::with_capacity(n_fields);
-            for _ in 0..n_fields {
-                let name = r.string(&strings)?.to_string();
-                let at = r.pos;
-                let ty = FieldType::from_u8(r.take(1)?[0])
-                    .ok_or(DecodeError::Corrupt { offset: at, what: "unknown field type" })?;
-                let value = match ty {
-                    FieldType::Float => {
-                        FieldValue::Float(f64::from_bits(u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"))))
-                    }
-                    FieldType::Integer => FieldValue::Integer(unzigzag(r.varint()?)),
-                    FieldType::Unsigned => FieldValue::Unsigned(r.varint()?),
-                    FieldType::Boolean => FieldValue::Boolean(r.take(1)?[0] != 0),
-                    FieldType::String => FieldValue::String(r.string(&strings)?.to_string()),
-                };
-                fields.push((name, value));
-            }
-            points.push(Point { series: key, series_id: SeriesId(id), fields, timestamp: ts });
+            self.fields.push((name, value));
         }
-        if r.pos != bytes.len() {
-            return Err(DecodeError::Corrupt { offset: r.pos, what: "trailing bytes after the last point" });
-        }
-        Ok(Self { points })
+        Ok(Some(PointRef {
+            strings: &self.strings,
+            series_id: SeriesId(id),
+            timestamp: ts,
+            database,
+            measurement,
+            tags: &self.tags,
+            fields: &self.fields,
+        }))
     }
 }
 
-fn same_series(key: &SeriesKey, db: &str, measurement: &str, tags: &[(&str, &str)]) -> bool {
-    key.database() == db
-        && key.measurement() == measurement
-        && key.tags().len() == tags.len()
-        && key.tags().iter().zip(tags).all(|((k, v), (k2, v2))| k == k2 && v == v2)
+fn same_series(key: &SeriesKey, p: &PointRef<'_, '_>) -> bool {
+    key.database() == p.string(p.database)
+        && key.measurement() == p.string(p.measurement)
+        && key.tags().len() == p.tags.len()
+        && key.tags().iter().zip(p.tags).all(|((k, v), &(k2, v2))| k == p.string(k2) && v == p.string(v2))
 }
-
 #[derive(Default)]
 struct StringTable<'a> {
     index: HashMap<&'a str, u64>,
@@ -214,6 +334,7 @@ impl<'a> StringTable<'a> {
     }
 }
 
+#[derive(Debug)]
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -253,10 +374,14 @@ impl<'a> Reader<'a> {
         Ok(n as usize)
     }
 
-    fn string<'s>(&mut self, strings: &[&'s str]) -> Result<&'s str, DecodeError> {
+    /// A string index below `strings`.
+    fn index(&mut self, strings: usize) -> Result<u32, DecodeError> {
         let at = self.pos;
         let i = self.varint()?;
-        strings.get(i as usize).copied().ok_or(DecodeError::Corrupt { offset: at, what: "string index out of range" })
+        if i >= strings as u64 {
+            return Err(DecodeError::Corrupt { offset: at, what: "string index out of range" });
+        }
+        Ok(i as u32)
     }
 }
 

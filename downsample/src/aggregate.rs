@@ -1,5 +1,6 @@
-//! The aggregates of one (series, field) over one window: count, sum, min, max, first, last and a
-//! mergeable quantile sketch (DDSketch, relative accuracy configurable).
+//! The aggregates of one (series, field) over one window: count, sum, min, max, first, last, and the
+//! settings of the mergeable quantile sketch kept beside them (DDSketch, relative accuracy
+//! configurable).
 
 use sketches_ddsketch::{Config, DDSketch};
 
@@ -19,20 +20,31 @@ impl Default for SketchConfig {
 }
 
 impl SketchConfig {
-    fn new_sketch(&self) -> DDSketch {
+    /// An empty sketch of these settings.
+    pub fn new_sketch(&self) -> DDSketch {
         // Values closer to zero than this are counted as zero: far below any metric's resolution.
         DDSketch::new(Config::new(self.relative_accuracy, self.max_bins, 1e-9))
     }
 }
 
-/// Count, sum, min, max, first and last of the values of one window, and optionally their sketch.
+/// A window's quantile sketch.
+#[derive(Clone)]
+pub struct Sketch(pub DDSketch);
+
+impl std::fmt::Debug for Sketch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sketch").field("count", &self.0.count()).field("bins", &self.0.length()).finish()
+    }
+}
+
+/// Count, sum, min, max, first and last of the values of one window, in 64 bytes.
 ///
 /// `first` is the value with the smallest timestamp and `last` the one with the largest; between
 /// points with equal timestamps, the one read first from the log is `first` and the one read last is
 /// `last`, so a replay of the same log gives the same answer.
-#[derive(Clone)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Aggregate {
-    /// Number of values.
+    /// Number of values (0: none yet, the other fields are meaningless).
     pub count: u64,
     /// Their sum.
     pub sum: f64,
@@ -44,45 +56,25 @@ pub struct Aggregate {
     pub first: (i64, f64),
     /// The value at the latest timestamp, and that timestamp.
     pub last: (i64, f64),
-    /// The values' quantile sketch, when sketches are on.
-    pub sketch: Option<Box<DDSketch>>,
-}
-
-impl std::fmt::Debug for Aggregate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Aggregate")
-            .field("count", &self.count)
-            .field("sum", &self.sum)
-            .field("min", &self.min)
-            .field("max", &self.max)
-            .field("first", &self.first)
-            .field("last", &self.last)
-            .field("sketch_bins", &self.sketch.as_ref().map(|s| s.length()))
-            .finish()
-    }
 }
 
 impl Aggregate {
+    /// No value.
+    pub const EMPTY: Aggregate =
+        Aggregate { count: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, first: (0, 0.0), last: (0, 0.0) };
+
     /// The aggregate of one value.
-    pub fn new(timestamp: i64, value: f64, sketch: Option<&SketchConfig>) -> Self {
-        let sketch = sketch.map(|c| {
-            let mut s = Box::new(c.new_sketch());
-            s.add(value);
-            s
-        });
-        Self {
-            count: 1,
-            sum: value,
-            min: value,
-            max: value,
-            first: (timestamp, value),
-            last: (timestamp, value),
-            sketch,
-        }
+    pub fn new(timestamp: i64, value: f64) -> Self {
+        Self { count: 1, sum: value, min: value, max: value, first: (timestamp, value), last: (timestamp, value) }
     }
 
     /// Adds a value.
+    #[inline]
     pub fn add(&mut self, timestamp: i64, value: f64) {
+        if self.count == 0 {
+            *self = Self::new(timestamp, value);
+            return;
+        }
         self.count += 1;
         self.sum += value;
         self.min = self.min.min(value);
@@ -93,13 +85,17 @@ impl Aggregate {
         if timestamp >= self.last.0 {
             self.last = (timestamp, value);
         }
-        if let Some(s) = &mut self.sketch {
-            s.add(value);
-        }
     }
 
     /// Folds `other`, whose values came after this one's in the log, into this one.
     pub fn merge(&mut self, other: &Aggregate) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            *self = *other;
+            return;
+        }
         self.count += other.count;
         self.sum += other.sum;
         self.min = self.min.min(other.min);
@@ -110,16 +106,6 @@ impl Aggregate {
         if other.last.0 >= self.last.0 {
             self.last = other.last;
         }
-        match (&mut self.sketch, &other.sketch) {
-            (Some(a), Some(b)) => a.merge(b).expect("sketches of one configuration merge"),
-            (None, Some(b)) => self.sketch = Some(b.clone()),
-            _ => {}
-        }
-    }
-
-    /// The `q` quantile (0 to 1) from the sketch, within its relative accuracy.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
-        self.sketch.as_ref().and_then(|s| s.quantile(q).ok().flatten())
     }
 }
 
@@ -129,44 +115,46 @@ mod tests {
 
     #[test]
     fn first_and_last_follow_timestamps_then_log_order() {
-        let mut a = Aggregate::new(20, 2.0, None);
-        a.add(10, 1.0);
-        a.add(30, 3.0);
-        a.add(30, 4.0);
-        a.add(10, 5.0);
+        let mut a = Aggregate::EMPTY;
+        for (t, v) in [(20, 2.0), (10, 1.0), (30, 3.0), (30, 4.0), (10, 5.0)] {
+            a.add(t, v);
+        }
         assert_eq!((a.count, a.sum, a.min, a.max), (5, 15.0, 1.0, 5.0));
         assert_eq!(a.first, (10, 1.0));
         assert_eq!(a.last, (30, 4.0));
+        assert_eq!(std::mem::size_of::<Aggregate>(), 64);
     }
 
     #[test]
     fn merged_aggregates_equal_one_over_all_values() {
-        let c = SketchConfig::default();
-        let values: Vec<(i64, f64)> = (0..1000).map(|i| (i * 7 % 1000, (i as f64 * 1.37).sin() * 100.0)).collect();
-        let mut whole = Aggregate::new(values[0].0, values[0].1, Some(&c));
-        for &(t, v) in &values[1..] {
-            whole.add(t, v);
-        }
-        let mut left = Aggregate::new(values[0].0, values[0].1, Some(&c));
-        for &(t, v) in &values[1..400] {
-            left.add(t, v);
-        }
-        let mut right = Aggregate::new(values[400].0, values[400].1, Some(&c));
-        for &(t, v) in &values[401..] {
-            right.add(t, v);
-        }
+        let values: Vec<(i64, f64)> = (0..1000).map(|i| (i * 7 % 1000, ((i * 37) % 201 - 100) as f64)).collect();
+        let mut whole = Aggregate::EMPTY;
+        values.iter().for_each(|&(t, v)| whole.add(t, v));
+        let (mut left, mut right) = (Aggregate::EMPTY, Aggregate::EMPTY);
+        values[..400].iter().for_each(|&(t, v)| left.add(t, v));
+        values[400..].iter().for_each(|&(t, v)| right.add(t, v));
         left.merge(&right);
-        assert_eq!(
-            (left.count, left.min, left.max, left.first, left.last),
-            (whole.count, whole.min, whole.max, whole.first, whole.last)
-        );
-        assert!((left.sum - whole.sum).abs() < 1e-9);
-        let mut sorted: Vec<f64> = values.iter().map(|v| v.1).collect();
+        left.merge(&Aggregate::EMPTY);
+        assert_eq!(left, whole);
+        let mut empty = Aggregate::EMPTY;
+        empty.merge(&whole);
+        assert_eq!(empty, whole);
+    }
+
+    #[test]
+    fn merged_sketches_answer_quantiles_within_the_accuracy() {
+        let c = SketchConfig::default();
+        let values: Vec<f64> = (0..1000).map(|i| (i as f64 * 1.37).sin() * 100.0 + 101.0).collect();
+        let (mut left, mut right) = (c.new_sketch(), c.new_sketch());
+        values[..400].iter().for_each(|&v| left.add(v));
+        values[400..].iter().for_each(|&v| right.add(v));
+        left.merge(&right).unwrap();
+        let mut sorted = values.clone();
         sorted.sort_by(f64::total_cmp);
         for q in [0.1, 0.5, 0.9, 0.99] {
             let exact = sorted[((sorted.len() - 1) as f64 * q) as usize];
-            let got = left.quantile(q).unwrap();
-            assert!((got - exact).abs() <= exact.abs() * 0.011 + 1e-6, "q{q}: {got} vs {exact}");
+            let got = left.quantile(q).unwrap().unwrap();
+            assert!((got - exact).abs() <= exact.abs() * 0.011, "q{q}: {got} vs {exact}");
         }
     }
 }

@@ -4,8 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use yaffle_core::Batch;
-use yaffle_core::batch::DecodeError;
+use yaffle_core::batch::{BatchReader, DecodeError};
 use yaffle_store::{RollupRow, Store, StoreError};
 
 use crate::metrics::{MeasurementLabels, Metrics};
@@ -50,18 +49,17 @@ impl Engine {
 
     /// Folds one record (a batch) of an owned partition and finishes the windows its watermark closes;
     /// while `replaying` records the previous owner read, finishes none (see [`Engine::caught_up`]).
-    pub fn add(&mut self, partition: i32, payload: &[u8], replaying: bool) -> Result<(), DecodeError> {
-        let batch = Batch::decode(payload)?;
-        let Some(windows) = self.partitions.get_mut(&partition) else { return Ok(()) };
-        for p in &batch.points {
-            windows.add(p);
-        }
-        self.metrics.points.inc_by(batch.points.len() as u64);
+    /// Returns the number of points read.
+    pub fn add(&mut self, partition: i32, payload: &[u8], replaying: bool) -> Result<usize, DecodeError> {
+        let mut batch = BatchReader::new(payload)?;
+        let Some(windows) = self.partitions.get_mut(&partition) else { return Ok(0) };
+        let read = windows.add_batch(&mut batch);
         if !replaying {
-            let finished = windows.advance();
-            self.pending.extend(finished.iter().map(row));
+            self.pending.extend(windows.advance().into_iter().map(row));
         }
-        Ok(())
+        let n = read?;
+        self.metrics.points.inc_by(n as u64);
+        Ok(n)
     }
 
     /// The replay reached the previous owner's commit: every window its watermark had closed there was
@@ -69,6 +67,11 @@ impl Engine {
     /// replay found late were counted by it already.
     pub fn caught_up(&mut self, partition: i32) {
         if let Some(windows) = self.partitions.get_mut(&partition) {
+            tracing::debug!(
+                partition,
+                watermark = windows.watermark(),
+                "windows through the watermark count as emitted"
+            );
             windows.resume(windows.watermark());
             windows.advance();
             windows.take_late();
@@ -78,8 +81,7 @@ impl Engine {
     /// Finishes every open window of every partition (the end of a bounded backfill).
     pub fn flush(&mut self) {
         for windows in self.partitions.values_mut() {
-            let finished = windows.flush();
-            self.pending.extend(finished.iter().map(row));
+            self.pending.extend(windows.flush().into_iter().map(row));
         }
     }
 
@@ -104,8 +106,12 @@ impl Engine {
             return Err(e);
         }
         let n = self.pending.len();
+        let through = self.pending.iter().map(|r| r.window_start_ns).max();
+        tracing::debug!(rows = n, ?through, "rollups written");
         self.metrics.rollups_written.inc_by(n as u64);
         self.pending.clear();
+        // A window close's burst of rows need not pin its memory until the next one.
+        self.pending.shrink_to(1024);
         self.update_gauges();
         Ok(n)
     }
@@ -113,6 +119,7 @@ impl Engine {
     /// Keeps only the pending rows `keep` accepts (a backfill keeps whole windows of its range).
     pub fn retain_pending(&mut self, keep: impl FnMut(&RollupRow) -> bool) {
         self.pending.retain(keep);
+        self.pending.shrink_to(1024);
     }
 
     /// Counts late values per measurement in `/metrics` and logs them.
@@ -139,12 +146,12 @@ impl Engine {
 
 /// A finished window as a store row. Its version is its count: a window rebuilt from more of the log
 /// replaces one built from less, and one rebuilt from the same points is the same row.
-pub fn row(r: &Rollup) -> RollupRow {
+pub fn row(r: Rollup) -> RollupRow {
     let a = &r.aggregate;
     RollupRow {
-        series_id: r.series.id(),
-        series: Arc::clone(&r.series),
-        field: Arc::clone(&r.field),
+        series_id: yaffle_core::SeriesId(r.series_id),
+        series: r.series,
+        field: r.field,
         resolution_s: r.resolution.as_secs() as u32,
         window_start_ns: r.window_start,
         count: a.count,
@@ -153,10 +160,7 @@ pub fn row(r: &Rollup) -> RollupRow {
         max: a.max,
         first: a.first,
         last: a.last,
-        sketch: a
-            .sketch
-            .as_ref()
-            .map_or_else(String::new, |s| serde_json::to_string(s.as_ref()).expect("a sketch serializes")),
+        sketch: r.sketch.map_or_else(String::new, |s| serde_json::to_string(&s.0).expect("a sketch serializes")),
         version: a.count,
     }
 }

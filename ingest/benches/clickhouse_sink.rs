@@ -18,46 +18,18 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::watch;
 use yaffle_core::tsbs::FIELDS;
-use yaffle_core::{Batch, FieldValue, Point, SeriesKey};
+use yaffle_core::{Batch, Point};
 use yaffle_ingest::Metrics;
 use yaffle_ingest::log::{CursorName, Log, LogConfig};
 use yaffle_ingest::sinks::clickhouse::{ClickHouseSink, ClickHouseSinkConfig};
 use yaffle_store::clickhouse::ClickHouseStore;
 use yaffle_store::clickhouse::testing::fresh_config;
 
-const HOSTS: usize = 1_000;
-/// 10-second steps of every host; `YAFFLE_BENCH_STEPS` overrides.
-const STEPS: usize = 30;
-const ROUNDS: usize = 3;
+#[path = "support/points.rs"]
+mod shared;
+use shared::points;
 
-fn points() -> Vec<Point> {
-    let keys: Vec<Arc<SeriesKey>> = (0..HOSTS)
-        .map(|h| {
-            Arc::new(SeriesKey::new(
-                "bench",
-                "cpu",
-                vec![
-                    ("hostname".into(), format!("host_{h}")),
-                    ("region".into(), format!("region_{}", h % 7)),
-                    ("datacenter".into(), format!("dc_{}", h % 31)),
-                ],
-            ))
-        })
-        .collect();
-    let steps = std::env::var("YAFFLE_BENCH_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(STEPS);
-    let mut out = Vec::with_capacity(HOSTS * steps);
-    for step in 0..steps {
-        for (h, key) in keys.iter().enumerate() {
-            let fields = FIELDS
-                .iter()
-                .enumerate()
-                .map(|(f, name)| (name.to_string(), FieldValue::Float(((h * 31 + f * 7 + step) % 1000) as f64 / 10.0)))
-                .collect();
-            out.push(Point::new(Arc::clone(key), fields, 1_700_000_000_000_000_000 + step as i64 * 10_000_000_000));
-        }
-    }
-    out
-}
+const ROUNDS: usize = 3;
 
 /// CPU seconds used so far by the four ClickHouse servers.
 fn server_cpu_seconds() -> f64 {

@@ -48,13 +48,16 @@ impl Engine {
     }
 
     /// Folds one record (a batch) of an owned partition and finishes the windows its watermark closes;
-    /// while `replaying` records the previous owner read, finishes none (see [`Engine::caught_up`]).
+    /// while `replaying` records the previous owner read, closes them unemitted: that owner emitted
+    /// them (see [`Engine::caught_up`]).
     /// Returns the number of points read.
     pub fn add(&mut self, partition: i32, payload: &[u8], replaying: bool) -> Result<usize, DecodeError> {
         let mut batch = BatchReader::new(payload)?;
         let Some(windows) = self.partitions.get_mut(&partition) else { return Ok(0) };
         let read = windows.add_batch(&mut batch);
-        if !replaying {
+        if replaying {
+            windows.rebuild();
+        } else {
             self.pending.extend(windows.advance().into_iter().map(row));
         }
         let n = read?;
@@ -72,8 +75,7 @@ impl Engine {
                 watermark = windows.watermark(),
                 "windows through the watermark count as emitted"
             );
-            windows.resume(windows.watermark());
-            windows.advance();
+            windows.rebuild();
             windows.take_late();
         }
     }

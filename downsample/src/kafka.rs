@@ -6,9 +6,10 @@
 //! next (the same worker after a crash, another after a rebalance) seeks back by time
 //! (`offsets_for_times`) to `emitted_through - (longest resolution + allowed lateness +
 //! replay_margin)`, far enough to see every point of every window still open at the commit, and
-//! replays from there. Up to the committed offset it only rebuilds windows; at the commit, every
-//! window closed by the watermark the replay has reached was emitted by the previous owner and is
-//! dropped unemitted; from there on it emits as usual. A partition never committed is read from its
+//! replays from there. Up to the committed offset it only rebuilds windows: every window the replay's
+//! watermark closes was emitted by the previous owner, so it is closed unemitted (feeding the coarser
+//! resolutions, and holding no more windows open than a live read); from the commit on it emits as
+//! usual. A partition never committed is read from its
 //! beginning.
 //!
 //! **Brokers that drop commit metadata.** tansu 0.6 stores the metadata but does not return it with

@@ -329,6 +329,15 @@ impl Windows {
         self.close(self.watermark)
     }
 
+    /// Closes the windows the watermark has closed without emitting them, and treats everything through
+    /// the watermark as emitted: a replay of records the partition's previous owner read (and emitted
+    /// the windows of). Closing them as the replay goes feeds the coarser levels and keeps a rebuild's
+    /// open windows as few as a live read's.
+    pub fn rebuild(&mut self) {
+        self.resume(self.watermark);
+        self.advance();
+    }
+
     /// Emits every open window, as at the end of a bounded backfill.
     pub fn flush(&mut self) -> Vec<Rollup> {
         self.close(i64::MAX)
@@ -674,6 +683,34 @@ mod tests {
             assert_eq!((r.series.database(), r.series.measurement(), r.series_id), ("db", "cpu", r.series.id().0));
         }
         assert_eq!(out.len(), 40_000, "a 1m and a 5m window per series");
+    }
+
+    #[test]
+    fn a_replay_closes_windows_unemitted_as_it_goes() {
+        let c = config();
+        let (mut replayed, mut live) = (Windows::new(&c), Windows::new(&c));
+        let mut emitted = Vec::new();
+        // Two hours of a point every 10 s: the replay holds at most two 1m, one 5m and one 1h window open.
+        for i in 0..720 {
+            let p = point("a", i * 10 * S, i as f64);
+            replayed.add(&p);
+            replayed.rebuild();
+            let open: usize = replayed.levels.iter().map(|l| l.open.len()).sum();
+            assert!(open <= 4, "{open} windows open after {i} points");
+            live.add(&p);
+            emitted.extend(live.advance());
+        }
+        assert_eq!(replayed.take_late().len(), 0);
+        // From here on both emit the same windows.
+        for i in 720..800 {
+            let p = point("a", i * 10 * S, i as f64);
+            replayed.add(&p);
+            live.add(&p);
+            let (a, b) = (table(&replayed.advance()), table(&live.advance()));
+            assert_eq!(a, b);
+        }
+        assert_eq!(table(&replayed.flush()), table(&live.flush()));
+        assert!(!emitted.is_empty());
     }
 
     /// Points of a few series, each at most `disorder` seconds behind the newest so far.

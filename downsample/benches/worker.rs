@@ -1,7 +1,8 @@
 //! The downsampling engine on one core: values per second and state bytes per series at 100K and 1M
 //! series, sketch off and on, live (emitting) and replaying (rebuilding windows, as after a crash).
 //!
-//! `cargo bench -p yaffle-downsample --bench worker` (harness-less: whole runs, not micro-samples).
+//! `cargo bench -p yaffle-downsample --bench worker [-- --quick] [-- "1000000 off live"]` (harness-less:
+//! whole runs, not micro-samples; `--quick` runs 8 steps, other arguments pick cases by substring).
 //! Each series gets one float value per 10 s step, in batches of 10 000 points as ingest's Kafka sink
 //! sends them (one message per partition per step); 45 steps (7.5 min of event time) close every 1m
 //! and 5m window at least once. Rows finished are dropped (the store's time is not the engine's). Bytes
@@ -114,20 +115,22 @@ fn run(n: usize, sketch: bool, replaying: bool, steps: i64) -> Run {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let steps = if quick { 8 } else { 45 };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let steps = if args.iter().any(|a| a == "--quick") { 8 } else { 45 };
+    // Any other argument picks the cases whose "series sketch mode" contains it ("1000000 off live").
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     println!("| series | sketch | mode | values/s (1 core) | state bytes per series (peak) |");
     println!("| --- | --- | --- | --- | --- |");
     for n in [100_000, 1_000_000] {
         for (sketch, replaying) in [(false, false), (false, true), (true, false)] {
+            let case =
+                format!("{n} {} {}", if sketch { "on" } else { "off" }, if replaying { "replay" } else { "live" });
+            if !filters.is_empty() && !filters.iter().any(|f| case.contains(f.as_str())) {
+                continue;
+            }
             let r = run(n, sketch, replaying, steps);
-            println!(
-                "| {n} | {} | {} | {:.2} M | {:.0} |",
-                if sketch { "on" } else { "off" },
-                if replaying { "replay" } else { "live" },
-                r.values_per_s / 1e6,
-                r.bytes_per_series
-            );
+            let [series, sketch, mode] = [0, 1, 2].map(|i| case.split(' ').nth(i).expect("three words"));
+            println!("| {series} | {sketch} | {mode} | {:.2} M | {:.0} |", r.values_per_s / 1e6, r.bytes_per_series);
         }
     }
 }

@@ -166,11 +166,15 @@ impl Level {
     }
 }
 
-/// What a slot holds: its (series id, field number).
+/// What a slot holds: its (series id, field number); a free slot's field is [`Slot::FREE`].
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     series: u64,
     field: u32,
+}
+
+impl Slot {
+    const FREE: u32 = u32::MAX;
 }
 
 /// A series' strings (database, measurement, then each tag's key and value, as numbers in the
@@ -208,6 +212,10 @@ pub struct Windows {
     next_close: i64,
     slot_of: Map<(u64, u32), u32>,
     slots: Vec<Slot>,
+    /// The slot after the last one looked up: values arriving in the order their (series, field)
+    /// pairs were first seen (as a scrape's or an agent's do) find their slot here, without a probe
+    /// of `slot_of`, whose table is far larger than the cache at a million series.
+    next_slot: usize,
     free: Vec<u32>,
     series: Map<u64, Series>,
     strings: Interner,
@@ -244,6 +252,7 @@ impl Windows {
             next_close: i64::MAX,
             slot_of: Map::default(),
             slots: Vec::new(),
+            next_slot: 0,
             free: Vec::new(),
             series: Map::default(),
             strings: Interner::default(),
@@ -384,7 +393,16 @@ impl Windows {
 
     /// The slot of a (series, field), taken on first sight.
     fn slot(&mut self, id: u64, field: u32, strings: &dyn Fn(&mut Interner) -> Box<[u32]>) -> u32 {
+        if let Some(s) = self.slots.get(self.next_slot)
+            && s.series == id
+            && s.field == field
+        {
+            debug_assert_eq!(self.slot_of.get(&(id, field)), Some(&(self.next_slot as u32)));
+            self.next_slot += 1;
+            return (self.next_slot - 1) as u32;
+        }
         if let Some(&slot) = self.slot_of.get(&(id, field)) {
+            self.next_slot = slot as usize + 1;
             return slot;
         }
         let slot = match self.free.pop() {
@@ -398,6 +416,7 @@ impl Windows {
             }
         };
         self.slot_of.insert((id, field), slot);
+        self.next_slot = slot as usize + 1;
         let table = &mut self.strings;
         self.series.entry(id).or_insert_with(|| Series { strings: strings(table), slots: 0 }).slots += 1;
         slot
@@ -494,11 +513,11 @@ impl Windows {
         }
         for (slot, live) in live.into_iter().enumerate() {
             let Slot { series, field } = self.slots[slot];
-            // A free slot still names the pair it last held; that pair may have another slot now.
-            if live || self.slot_of.get(&(series, field)) != Some(&(slot as u32)) {
+            if live || field == Slot::FREE {
                 continue;
             }
             self.slot_of.remove(&(series, field));
+            self.slots[slot].field = Slot::FREE;
             self.free.push(slot as u32);
             let s = self.series.get_mut(&series).expect("a slot's series");
             s.slots -= 1;

@@ -58,7 +58,7 @@ impl Engine {
         if replaying {
             windows.rebuild();
         } else {
-            self.pending.extend(windows.advance().into_iter().map(row));
+            windows.advance(&mut |r| self.pending.push(row(r)));
         }
         let n = read?;
         self.metrics.points.inc_by(n as u64);
@@ -83,7 +83,7 @@ impl Engine {
     /// Finishes every open window of every partition (the end of a bounded backfill).
     pub fn flush(&mut self) {
         for windows in self.partitions.values_mut() {
-            self.pending.extend(windows.flush().into_iter().map(row));
+            windows.flush(&mut |r| self.pending.push(row(r)));
         }
     }
 

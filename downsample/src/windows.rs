@@ -332,10 +332,10 @@ impl Windows {
         Ok(points)
     }
 
-    /// Emits every window the watermark has closed (those closing at or before the resume point are
-    /// dropped, already emitted).
-    pub fn advance(&mut self) -> Vec<Rollup> {
-        self.close(self.watermark)
+    /// Emits every window the watermark has closed to `out` (those closing at or before the resume
+    /// point are dropped, already emitted).
+    pub fn advance(&mut self, out: &mut dyn FnMut(Rollup)) {
+        self.close(self.watermark, out);
     }
 
     /// Closes the windows the watermark has closed without emitting them, and treats everything through
@@ -344,12 +344,12 @@ impl Windows {
     /// open windows as few as a live read's.
     pub fn rebuild(&mut self) {
         self.resume(self.watermark);
-        self.advance();
+        self.advance(&mut |_| {});
     }
 
-    /// Emits every open window, as at the end of a bounded backfill.
-    pub fn flush(&mut self) -> Vec<Rollup> {
-        self.close(i64::MAX)
+    /// Emits every open window to `out`, as at the end of a bounded backfill.
+    pub fn flush(&mut self, out: &mut dyn FnMut(Rollup)) {
+        self.close(i64::MAX, out);
     }
 
     /// Late points per measurement since the last call.
@@ -422,18 +422,18 @@ impl Windows {
         slot
     }
 
-    fn close(&mut self, watermark: i64) -> Vec<Rollup> {
-        let out = if watermark >= self.next_close { self.emit(watermark) } else { Vec::new() };
+    fn close(&mut self, watermark: i64, out: &mut dyn FnMut(Rollup)) {
+        if watermark >= self.next_close {
+            self.emit(watermark, out);
+        }
         if watermark != i64::MAX {
             self.emitted_through = self.emitted_through.max(watermark);
         }
-        out
     }
 
     /// Closes the windows closing at or before `watermark`, finest first (each feeding its coarser
-    /// levels), and returns those not emitted before.
-    fn emit(&mut self, watermark: i64) -> Vec<Rollup> {
-        let mut out = Vec::new();
+    /// levels), and passes those not emitted before to `out`.
+    fn emit(&mut self, watermark: i64, out: &mut dyn FnMut(Rollup)) {
         for i in 0..self.order.len() {
             let l = self.order[i];
             loop {
@@ -444,7 +444,7 @@ impl Windows {
                     break;
                 }
                 let w = self.levels[l].open.pop_front().expect("a front window");
-                self.finish(l, w, close > self.resumed_through, &mut out);
+                self.finish(l, w, close > self.resumed_through, out);
             }
         }
         self.next_close = self
@@ -456,11 +456,10 @@ impl Windows {
             .min()
             .unwrap_or(i64::MAX);
         self.free_idle_slots();
-        out
     }
 
     /// A closed window: merged into the coarser levels built from it, and emitted unless it was before.
-    fn finish(&mut self, l: usize, mut w: Window, emit: bool, out: &mut Vec<Rollup>) {
+    fn finish(&mut self, l: usize, mut w: Window, emit: bool, out: &mut dyn FnMut(Rollup)) {
         let resolution = Duration::from_nanos(self.levels[l].resolution as u64);
         let children = self.levels[l].children.clone();
         let mut key: Option<(u64, Arc<SeriesKey>)> = None;
@@ -489,7 +488,7 @@ impl Windows {
                         k
                     }
                 };
-                out.push(Rollup {
+                out(Rollup {
                     series_id: series,
                     series: series_key,
                     field: Arc::clone(&self.fields.names[field as usize]),
@@ -597,6 +596,18 @@ mod tests {
         }
     }
 
+    fn advance(w: &mut Windows) -> Vec<Rollup> {
+        let mut out = Vec::new();
+        w.advance(&mut |r| out.push(r));
+        out
+    }
+
+    fn flush(w: &mut Windows) -> Vec<Rollup> {
+        let mut out = Vec::new();
+        w.flush(&mut |r| out.push(r));
+        out
+    }
+
     fn point(host: &str, ts: i64, v: f64) -> Point {
         let key = Arc::new(SeriesKey::new("db", "cpu", vec![("host".into(), host.into())]));
         Point::new(
@@ -660,12 +671,12 @@ mod tests {
         let mut w = Windows::new(&config());
         w.add(&point("a", 5 * S, 1.0));
         w.add(&point("a", 65 * S, 2.0));
-        assert!(w.advance().is_empty(), "1m window [0, 60) closes at 70 s");
+        assert!(advance(&mut w).is_empty(), "1m window [0, 60) closes at 70 s");
         w.add(&point("a", 70 * S, 3.0));
-        let out = w.advance();
+        let out = advance(&mut w);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].window_start, out[0].resolution.as_secs(), out[0].aggregate.count), (0, 60, 1));
-        assert!(w.advance().is_empty(), "emitted once");
+        assert!(advance(&mut w).is_empty(), "emitted once");
         assert_eq!(w.emitted_through(), 70 * S);
     }
 
@@ -674,11 +685,11 @@ mod tests {
         let mut w = Windows::new(&config());
         w.add(&point("a", 5 * S, 1.0));
         w.add(&point("a", 71 * S, 2.0));
-        assert_eq!(w.advance().len(), 1);
+        assert_eq!(advance(&mut w).len(), 1);
         // [0, 60) of 1m is closed; [0, 300) of 5m is still open and takes it.
         w.add(&point("a", 30 * S, 9.0));
         assert_eq!(w.take_late().get("cpu"), Some(&1));
-        let out = table(&w.flush());
+        let out = table(&flush(&mut w));
         assert_eq!(out[&("a".into(), "usage".into(), 300, 0)].0, 3);
         assert_eq!(out[&("a".into(), "usage".into(), 60, 60 * S)].0, 1);
         assert!(!out.contains_key(&("a".into(), "usage".into(), 60, 0)), "the closed window was emitted before");
@@ -691,11 +702,11 @@ mod tests {
         // A new series every second (churning pods): 20 000 distinct host values.
         for i in 0..20_000i64 {
             w.add(&point(&format!("pod-{i}"), i * S, i as f64));
-            out.extend(w.advance());
+            out.extend(advance(&mut w));
         }
         assert!(w.strings.names.len() < 6_000, "{} strings held", w.strings.names.len());
         // Keys rebuilt from the (compacted) table are right.
-        out.extend(w.flush());
+        out.extend(flush(&mut w));
         for r in &out {
             let host = r.series.tag("host").unwrap();
             assert_eq!(format!("pod-{}", r.aggregate.first.1 as i64), host);
@@ -717,7 +728,7 @@ mod tests {
             let open: usize = replayed.levels.iter().map(|l| l.open.len()).sum();
             assert!(open <= 4, "{open} windows open after {i} points");
             live.add(&p);
-            emitted.extend(live.advance());
+            emitted.extend(advance(&mut live));
         }
         assert_eq!(replayed.take_late().len(), 0);
         // From here on both emit the same windows.
@@ -725,10 +736,10 @@ mod tests {
             let p = point("a", i * 10 * S, i as f64);
             replayed.add(&p);
             live.add(&p);
-            let (a, b) = (table(&replayed.advance()), table(&live.advance()));
+            let (a, b) = (table(&advance(&mut replayed)), table(&advance(&mut live)));
             assert_eq!(a, b);
         }
-        assert_eq!(table(&replayed.flush()), table(&live.flush()));
+        assert_eq!(table(&flush(&mut replayed)), table(&flush(&mut live)));
         assert!(!emitted.is_empty());
     }
 
@@ -759,9 +770,9 @@ mod tests {
                 for p in part {
                     w.add(p);
                 }
-                out.extend(w.advance());
+                out.extend(advance(&mut w));
             }
-            out.extend(w.flush());
+            out.extend(flush(&mut w));
             prop_assert!(w.take_late().is_empty());
             prop_assert_eq!(table(&out), batch(&points, &c));
         }
@@ -778,7 +789,7 @@ mod tests {
             let mut out = Vec::new();
             for p in &points[..stop_at] {
                 first.add(p);
-                out.extend(first.advance());
+                out.extend(advance(&mut first));
             }
             let emitted = first.emitted_through();
             // Seek by time: the first point read at or after (watermark - replay span - disorder).
@@ -788,9 +799,9 @@ mod tests {
             second.resume(emitted);
             for p in &points[start..] {
                 second.add(p);
-                out.extend(second.advance());
+                out.extend(advance(&mut second));
             }
-            out.extend(second.flush());
+            out.extend(flush(&mut second));
             prop_assert_eq!(table(&out), batch(&points, &c));
         }
     }

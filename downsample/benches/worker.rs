@@ -123,14 +123,13 @@ fn main() {
     println!("| --- | --- | --- | --- | --- |");
     for n in [100_000, 1_000_000] {
         for (sketch, replaying) in [(false, false), (false, true), (true, false)] {
-            let case =
-                format!("{n} {} {}", if sketch { "on" } else { "off" }, if replaying { "replay" } else { "live" });
+            let (sk, mode) = (if sketch { "on" } else { "off" }, if replaying { "replay" } else { "live" });
+            let case = format!("{n} {sk} {mode}");
             if !filters.is_empty() && !filters.iter().any(|f| case.contains(f.as_str())) {
                 continue;
             }
             let r = run(n, sketch, replaying, steps);
-            let [series, sketch, mode] = [0, 1, 2].map(|i| case.split(' ').nth(i).expect("three words"));
-            println!("| {series} | {sketch} | {mode} | {:.2} M | {:.0} |", r.values_per_s / 1e6, r.bytes_per_series);
+            println!("| {n} | {sk} | {mode} | {:.2} M | {:.0} |", r.values_per_s / 1e6, r.bytes_per_series);
         }
     }
 }

@@ -65,9 +65,10 @@ impl Engine {
         Ok(n)
     }
 
-    /// The replay reached the previous owner's commit: every window its watermark had closed there was
-    /// emitted (it commits only after writing them), so they are dropped unemitted, and the values the
-    /// replay found late were counted by it already.
+    /// The replay reached the previous owner's commit. Every window its watermark had closed there was
+    /// emitted (that owner commits only after writing them) and [`Engine::add`] has closed them
+    /// unemitted; the values the replay found late were counted by that owner already, so they are
+    /// dropped here.
     pub fn caught_up(&mut self, partition: i32) {
         if let Some(windows) = self.partitions.get_mut(&partition) {
             tracing::debug!(
@@ -75,7 +76,6 @@ impl Engine {
                 watermark = windows.watermark(),
                 "windows through the watermark count as emitted"
             );
-            windows.rebuild();
             windows.take_late();
         }
     }

@@ -9,8 +9,7 @@
 //! replays from there. Up to the committed offset it only rebuilds windows: every window the replay's
 //! watermark closes was emitted by the previous owner, so it is closed unemitted (feeding the coarser
 //! resolutions, and holding no more windows open than a live read); from the commit on it emits as
-//! usual. A partition never committed is read from its
-//! beginning.
+//! usual. A partition never committed is read from its beginning.
 //!
 //! **Brokers that drop commit metadata.** tansu 0.6 stores the metadata but does not return it with
 //! the committed offset. Then the worker first reads the last record before the commit, takes its

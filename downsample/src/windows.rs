@@ -391,20 +391,24 @@ impl Windows {
         self.levels[l].window(start).add(slot, value.ts, value.v, self.sketch.as_ref());
     }
 
-    /// The slot of a (series, field), taken on first sight.
+    /// The slot of a (series, field): the guess `next_slot` when it holds the pair, else the map's,
+    /// else a new one.
     fn slot(&mut self, id: u64, field: u32, strings: &dyn Fn(&mut Interner) -> Box<[u32]>) -> u32 {
-        if let Some(s) = self.slots.get(self.next_slot)
-            && s.series == id
-            && s.field == field
-        {
+        let slot = if self.slots.get(self.next_slot).is_some_and(|s| s.series == id && s.field == field) {
             debug_assert_eq!(self.slot_of.get(&(id, field)), Some(&(self.next_slot as u32)));
-            self.next_slot += 1;
-            return (self.next_slot - 1) as u32;
-        }
-        if let Some(&slot) = self.slot_of.get(&(id, field)) {
-            self.next_slot = slot as usize + 1;
-            return slot;
-        }
+            self.next_slot as u32
+        } else {
+            match self.slot_of.get(&(id, field)) {
+                Some(&slot) => slot,
+                None => self.take_slot(id, field, strings),
+            }
+        };
+        self.next_slot = slot as usize + 1;
+        slot
+    }
+
+    /// A slot for a (series, field) seen for the first time.
+    fn take_slot(&mut self, id: u64, field: u32, strings: &dyn Fn(&mut Interner) -> Box<[u32]>) -> u32 {
         let slot = match self.free.pop() {
             Some(s) => {
                 self.slots[s as usize] = Slot { series: id, field };
@@ -416,7 +420,6 @@ impl Windows {
             }
         };
         self.slot_of.insert((id, field), slot);
-        self.next_slot = slot as usize + 1;
         let table = &mut self.strings;
         self.series.entry(id).or_insert_with(|| Series { strings: strings(table), slots: 0 }).slots += 1;
         slot

@@ -194,7 +194,7 @@ impl SeriesStore {
 
     fn admit(&mut self, key: u64, point: &Point, field: &str) -> Option<u32> {
         let mut pairs: Vec<(Arc<str>, Arc<str>)> =
-            point.series.tags().iter().map(|(k, v)| (Arc::from(k.as_str()), Arc::from(v.as_str()))).collect();
+            point.series.tags().map(|(k, v)| (Arc::from(k), Arc::from(v))).collect();
         pairs.push((Arc::from(METRIC_NAME), Arc::from(metric_name(point.series.measurement(), field))));
         let labels = Labels::new(pairs);
         if !self.selectors.iter().any(|s| s.matches(&labels)) {

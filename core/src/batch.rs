@@ -207,8 +207,8 @@ impl<'a> PointRef<'_, 'a> {
 
     /// The point's series key, owned.
     pub fn series_key(&self) -> SeriesKey {
-        let tags = self.tags.iter().map(|&(k, v)| (self.string(k).to_string(), self.string(v).to_string())).collect();
-        SeriesKey::new(self.string(self.database), self.string(self.measurement), tags)
+        let tags = self.tags.iter().map(|&(k, v)| (self.string(k), self.string(v))).collect();
+        SeriesKey::from_tags(self.string(self.database), self.string(self.measurement), tags)
     }
 }
 
@@ -314,7 +314,7 @@ fn same_series(key: &SeriesKey, p: &PointRef<'_, '_>) -> bool {
     key.database() == p.string(p.database)
         && key.measurement() == p.string(p.measurement)
         && key.tags().len() == p.tags.len()
-        && key.tags().iter().zip(p.tags).all(|((k, v), &(k2, v2))| k == p.string(k2) && v == p.string(v2))
+        && key.tags().zip(p.tags).all(|((k, v), &(k2, v2))| k == p.string(k2) && v == p.string(v2))
 }
 #[derive(Default)]
 struct StringTable<'a> {

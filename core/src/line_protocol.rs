@@ -616,13 +616,14 @@ impl<'a> Line<'a> {
     }
 
     fn series_key(&self, database: &str) -> Result<SeriesKey, ErrorKind> {
-        let measurement = owned(&self.measurement)?;
+        let text = |s: &LpStr<'a>| s.unescape().map_err(|_| ErrorKind::InvalidUtf8);
+        let measurement = text(&self.measurement)?;
         let mut tags = Vec::with_capacity(self.tags.len());
         for (k, v) in &self.tags {
-            tags.push((owned(k)?, owned(v)?));
+            tags.push((text(k)?, text(v)?));
         }
-        let key = SeriesKey::new(database, measurement, tags);
-        if key.tags().windows(2).any(|w| w[0].0 == w[1].0) {
+        let key = SeriesKey::from_tags(database, &measurement, tags);
+        if key.duplicate_tag().is_some() {
             return Err(ErrorKind::DuplicateTags);
         }
         Ok(key)

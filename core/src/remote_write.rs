@@ -155,8 +155,8 @@ pub fn to_points(request: WriteRequest, database: &str, limits: &Limits) -> Resu
         }
         let name = name.ok_or(RemoteWriteError::MissingName { index })?;
         let key = SeriesKey::new(database, name, tags);
-        if let Some(w) = key.tags().windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(RemoteWriteError::DuplicateLabel { index, name: w[0].0.clone() });
+        if let Some(name) = key.duplicate_tag() {
+            return Err(RemoteWriteError::DuplicateLabel { index, name: name.to_string() });
         }
         let key = Arc::new(key);
         let id = key.id();

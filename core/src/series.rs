@@ -1,5 +1,6 @@
 //! Series identity: the canonical key of a series and its stable 64-bit id.
 
+use std::cmp::Ordering;
 use std::fmt;
 use std::sync::Arc;
 
@@ -9,52 +10,103 @@ use crate::escape;
 ///
 /// Two points belong to the same series exactly when their keys are equal. Tags are kept sorted (by byte
 /// order of the key, as InfluxDB sorts them), so the canonical form does not depend on the order a client
-/// sent them in.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// sent them in. The strings live back to back in one buffer: building a key costs two allocations
+/// however many tags it has (a downsampling worker builds one per rollup row it emits).
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct SeriesKey {
-    database: String,
-    measurement: String,
-    tags: Vec<(String, String)>,
+    /// The database, the measurement, then each tag's key and value.
+    text: Box<str>,
+    /// Where each of those strings ends in `text`.
+    ends: Box<[u32]>,
 }
 
 impl SeriesKey {
-    /// Builds a key, sorting `tags` by key. Tag keys must be unique (the parsers check it).
-    pub fn new(database: impl Into<String>, measurement: impl Into<String>, mut tags: Vec<(String, String)>) -> Self {
-        tags.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Self { database: database.into(), measurement: measurement.into(), tags }
+    /// Builds a key, sorting `tags` by key. Tag keys must be unique (the parsers check it, with
+    /// [`SeriesKey::duplicate_tag`]).
+    pub fn new(database: impl AsRef<str>, measurement: impl AsRef<str>, tags: Vec<(String, String)>) -> Self {
+        Self::from_tags(database.as_ref(), measurement.as_ref(), tags)
+    }
+
+    /// Like [`SeriesKey::new`], from any strings (borrowed, unescaped in place, ...).
+    pub fn from_tags<K: AsRef<str>, V: AsRef<str>>(database: &str, measurement: &str, mut tags: Vec<(K, V)>) -> Self {
+        tags.sort_unstable_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
+        Self::from_sorted_tags(database, measurement, tags.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
+    }
+
+    /// Builds a key from tags already sorted by key.
+    pub fn from_sorted_tags<'s>(
+        database: &str,
+        measurement: &str,
+        tags: impl ExactSizeIterator<Item = (&'s str, &'s str)> + Clone,
+    ) -> Self {
+        debug_assert!(tags.clone().zip(tags.clone().skip(1)).all(|(a, b)| a.0 <= b.0), "tags sorted by key");
+        let len = database.len() + measurement.len() + tags.clone().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        let mut text = String::with_capacity(len);
+        let mut ends = Vec::with_capacity(2 + 2 * tags.len());
+        let mut push = |s: &str| {
+            text.push_str(s);
+            ends.push(u32::try_from(text.len()).expect("a series key is under 4 GiB"));
+        };
+        push(database);
+        push(measurement);
+        for (k, v) in tags {
+            push(k);
+            push(v);
+        }
+        Self { text: text.into_boxed_str(), ends: ends.into_boxed_slice() }
+    }
+
+    /// The `i`th string: database, measurement, then tag keys and values in turn.
+    fn part(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
     }
 
     /// The database (InfluxDB `db`, `bucket`, or the configured default for remote_write).
     pub fn database(&self) -> &str {
-        &self.database
+        self.part(0)
     }
 
     /// The measurement (for remote_write samples, the metric name).
     pub fn measurement(&self) -> &str {
-        &self.measurement
+        self.part(1)
     }
 
-    /// Tags sorted by key.
-    pub fn tags(&self) -> &[(String, String)] {
-        &self.tags
+    /// Tags (key, value) sorted by key.
+    pub fn tags(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone + '_ {
+        (0..(self.ends.len() - 2) / 2).map(|i| (self.part(2 + 2 * i), self.part(3 + 2 * i)))
     }
 
     /// The value of tag `key`, if the series has it.
     pub fn tag(&self, key: &str) -> Option<&str> {
-        self.tags.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok().map(|i| self.tags[i].1.as_str())
+        let (mut lo, mut hi) = (0, (self.ends.len() - 2) / 2);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.part(2 + 2 * mid).cmp(key) {
+                Ordering::Less => lo = mid + 1,
+                Ordering::Greater => hi = mid,
+                Ordering::Equal => return Some(self.part(3 + 2 * mid)),
+            }
+        }
+        None
+    }
+
+    /// A tag key the key holds twice, if any (keys are sorted, so twins are neighbours).
+    pub fn duplicate_tag(&self) -> Option<&str> {
+        self.tags().zip(self.tags().skip(1)).find(|(a, b)| a.0 == b.0).map(|(a, _)| a.0)
     }
 
     /// The canonical line-protocol form of measurement and tags: `measurement,k1=v1,k2=v2` with
     /// line-protocol escaping. The database is not part of this string; see [`SeriesKey::id`].
     pub fn canonical(&self) -> String {
-        let mut out = String::with_capacity(self.measurement.len() + self.tags.len() * 16);
+        let mut out = String::with_capacity(self.text.len() + self.tags().len() * 4);
         self.write_canonical(&mut out);
         out
     }
 
     fn write_canonical(&self, out: &mut String) {
-        escape::measurement(&self.measurement, out);
-        for (k, v) in &self.tags {
+        escape::measurement(self.measurement(), out);
+        for (k, v) in self.tags() {
             out.push(',');
             escape::tag(k, out);
             out.push('=');
@@ -69,11 +121,11 @@ impl SeriesKey {
     /// apart. `std::hash::Hash` is never used, so the value does not change with the Rust version,
     /// and tiers written in other languages can compute it.
     pub fn id(&self) -> SeriesId {
-        let mut buf = String::with_capacity(4 + self.database.len() + self.measurement.len() + self.tags.len() * 16);
+        let mut buf = String::with_capacity(4 + self.text.len() + self.tags().len() * 4);
         self.write_canonical(&mut buf);
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        hasher.update(&(self.database.len() as u32).to_le_bytes());
-        hasher.update(self.database.as_bytes());
+        hasher.update(&(self.database().len() as u32).to_le_bytes());
+        hasher.update(self.database().as_bytes());
         hasher.update(buf.as_bytes());
         SeriesId(hasher.digest())
     }
@@ -82,7 +134,32 @@ impl SeriesKey {
 impl fmt::Display for SeriesKey {
     /// `database/measurement,k=v`: the form used in the store's `series_key` column and in logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.database, self.canonical())
+        write!(f, "{}/{}", self.database(), self.canonical())
+    }
+}
+
+impl fmt::Debug for SeriesKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SeriesKey")
+            .field("database", &self.database())
+            .field("measurement", &self.measurement())
+            .field("tags", &self.tags().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Database, then measurement, then tags in order: the order of the parts, not of the buffer.
+impl Ord for SeriesKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.database(), self.measurement())
+            .cmp(&(other.database(), other.measurement()))
+            .then_with(|| self.tags().cmp(other.tags()))
+    }
+}
+
+impl PartialOrd for SeriesKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -115,6 +192,20 @@ mod tests {
         assert_eq!(key.tag("z"), Some("a,b"));
         assert_eq!(key.tag("q"), None);
         assert_eq!(key.to_string(), r"db/cpu\ load,a=x\=y,z=a\,b");
+    }
+
+    #[test]
+    fn parts_keep_their_bounds_and_order_compares_parts() {
+        let key = SeriesKey::new("", "m", tags(&[("b", ""), ("a", "x"), ("c", "yz")]));
+        assert_eq!((key.database(), key.measurement()), ("", "m"));
+        assert_eq!(key.tags().collect::<Vec<_>>(), [("a", "x"), ("b", ""), ("c", "yz")]);
+        assert_eq!((key.tag("a"), key.tag("b"), key.tag("c"), key.tag("")), (Some("x"), Some(""), Some("yz"), None));
+        assert_eq!(key.duplicate_tag(), None);
+        assert_eq!(SeriesKey::new("d", "m", tags(&[("k", "1"), ("j", "0"), ("k", "2")])).duplicate_tag(), Some("k"));
+        // The parts are compared, not the buffer they share.
+        assert!(SeriesKey::new("a", "bc", vec![]) < SeriesKey::new("ab", "c", vec![]));
+        assert!(SeriesKey::new("a", "b", tags(&[("k", "v")])) > SeriesKey::new("a", "b", vec![]));
+        assert_ne!(SeriesKey::new("a", "bc", vec![]), SeriesKey::new("ab", "c", vec![]));
     }
 
     #[test]

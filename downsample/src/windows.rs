@@ -555,9 +555,9 @@ impl Interner {
 
     /// The key of a series held as `[database, measurement, tag key, tag value, ...]` numbers.
     fn series_key(&self, numbers: &[u32]) -> SeriesKey {
-        let name = |n: &u32| self.names[*n as usize].to_string();
-        let tags = numbers[2..].chunks_exact(2).map(|kv| (name(&kv[0]), name(&kv[1]))).collect();
-        SeriesKey::new(name(&numbers[0]), name(&numbers[1]), tags)
+        let name = |n: u32| &*self.names[n as usize];
+        let tags = numbers[2..].chunks_exact(2).map(|kv| (name(kv[0]), name(kv[1])));
+        SeriesKey::from_sorted_tags(name(numbers[0]), name(numbers[1]), tags)
     }
 
     /// A table of only the strings `series` use, renumbering them.

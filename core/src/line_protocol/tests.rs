@@ -55,7 +55,7 @@ fn every_field_type() {
 fn escaping_rules() {
     let p = one(r#"my\ meas\,ure,ta\ g\=k=v\,a\ l\=ue fie\ ld\,k\=ey="str \"q\" back\\slash \n" 1"#);
     assert_eq!(p.series.measurement(), "my meas,ure");
-    assert_eq!(p.series.tags(), &[("ta g=k".to_string(), "v,a l=ue".to_string())]);
+    assert_eq!(p.series.tags().collect::<Vec<_>>(), [("ta g=k", "v,a l=ue")]);
     assert_eq!(p.fields[0].0, "fie ld,k=ey");
     assert_eq!(p.fields[0].1, FieldValue::String(r#"str "q" back\slash \n"#.into()));
     // A backslash before an ordinary character is literal; `=` needs no escape in a measurement.

@@ -100,12 +100,15 @@ impl Window {
         Self { start, chunks: Vec::new(), sketches: Vec::new() }
     }
 
-    fn slot(&mut self, slot: u32) -> &mut Aggregate {
-        let (c, i) = (slot as usize / CHUNK, slot as usize % CHUNK);
+    fn chunk(&mut self, c: usize) -> &mut [Aggregate] {
         if c >= self.chunks.len() {
             self.chunks.resize_with(c + 1, || None);
         }
-        &mut self.chunks[c].get_or_insert_with(|| vec![Aggregate::EMPTY; CHUNK].into_boxed_slice())[i]
+        self.chunks[c].get_or_insert_with(|| vec![Aggregate::EMPTY; CHUNK].into_boxed_slice())
+    }
+
+    fn slot(&mut self, slot: u32) -> &mut Aggregate {
+        &mut self.chunk(slot as usize / CHUNK)[slot as usize % CHUNK]
     }
 
     fn sketch(&mut self, slot: u32, config: &SketchConfig) -> &mut Sketch {
@@ -120,6 +123,22 @@ impl Window {
         self.slot(slot).add(ts, v);
         if let Some(c) = sketch {
             self.sketch(slot, c).0.add(v);
+        }
+    }
+
+    /// Folds `other`, a finer window within this one that just closed, into this one.
+    fn merge(&mut self, other: &Window, sketch: Option<&SketchConfig>) {
+        for (c, chunk) in other.chunks.iter().enumerate() {
+            let Some(chunk) = chunk else { continue };
+            for (into, a) in self.chunk(c).iter_mut().zip(chunk.iter()) {
+                into.merge(a);
+            }
+        }
+        let Some(config) = sketch else { return };
+        for (slot, s) in other.sketches.iter().enumerate() {
+            if let Some(s) = s {
+                self.sketch(slot as u32, config).0.merge(&s.0).expect("sketches of one configuration merge");
+            }
         }
     }
 
@@ -166,11 +185,13 @@ impl Level {
     }
 }
 
-/// What a slot holds: its (series id, field number); a free slot's field is [`Slot::FREE`].
+/// What a slot holds: its (series id, field number) and where its series' strings are in
+/// [`Windows::records`]; a free slot's field is [`Slot::FREE`].
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     series: u64,
     field: u32,
+    record: u32,
 }
 
 impl Slot {
@@ -178,7 +199,7 @@ impl Slot {
 }
 
 /// A series' strings (database, measurement, then each tag's key and value, as numbers in the
-/// string table) and how many slots it has.
+/// string table) and how many slots it has (0: a free record, without strings).
 #[derive(Debug)]
 struct Series {
     strings: Box<[u32]>,
@@ -217,7 +238,11 @@ pub struct Windows {
     /// of `slot_of`, whose table is far larger than the cache at a million series.
     next_slot: usize,
     free: Vec<u32>,
-    series: Map<u64, Series>,
+    /// Each series' record in `records`.
+    series: Map<u64, u32>,
+    /// Series records, reached from their slots without a hash probe when windows close.
+    records: Vec<Series>,
+    free_records: Vec<u32>,
     strings: Interner,
     fields: Interner,
     late: HashMap<Arc<str>, u64>,
@@ -255,6 +280,8 @@ impl Windows {
             next_slot: 0,
             free: Vec::new(),
             series: Map::default(),
+            records: Vec::new(),
+            free_records: Vec::new(),
             strings: Interner::default(),
             fields: Interner::default(),
             late: HashMap::new(),
@@ -409,19 +436,18 @@ impl Windows {
 
     /// A slot for a (series, field) seen for the first time.
     fn take_slot(&mut self, id: u64, field: u32, strings: &dyn Fn(&mut Interner) -> Box<[u32]>) -> u32 {
-        let slot = match self.free.pop() {
-            Some(s) => {
-                self.slots[s as usize] = Slot { series: id, field };
-                s
-            }
+        let record = match self.series.get(&id) {
+            Some(&r) => r,
             None => {
-                self.slots.push(Slot { series: id, field });
-                (self.slots.len() - 1) as u32
+                let series = Series { strings: strings(&mut self.strings), slots: 0 };
+                let r = reuse(&mut self.records, &mut self.free_records, series);
+                self.series.insert(id, r);
+                r
             }
         };
+        self.records[record as usize].slots += 1;
+        let slot = reuse(&mut self.slots, &mut self.free, Slot { series: id, field, record });
         self.slot_of.insert((id, field), slot);
-        let table = &mut self.strings;
-        self.series.entry(id).or_insert_with(|| Series { strings: strings(table), slots: 0 }).slots += 1;
         slot
     }
 
@@ -463,30 +489,26 @@ impl Windows {
 
     /// A closed window: merged into the coarser levels built from it, and emitted unless it was before.
     fn finish(&mut self, l: usize, mut w: Window, emit: bool, out: &mut dyn FnMut(Rollup)) {
+        for i in 0..self.levels[l].children.len() {
+            let child = self.levels[l].children[i];
+            let level = &mut self.levels[child];
+            level.window(level.start(w.start)).merge(&w, self.sketch.as_ref());
+        }
+        if !emit {
+            return;
+        }
         let resolution = Duration::from_nanos(self.levels[l].resolution as u64);
-        let children = self.levels[l].children.clone();
         let mut key: Option<(u64, Arc<SeriesKey>)> = None;
-        for (c, chunk) in std::mem::take(&mut w.chunks).into_iter().enumerate() {
+        for (c, chunk) in w.chunks.iter().enumerate() {
             let Some(chunk) = chunk else { continue };
             for (i, a) in chunk.iter().enumerate().filter(|(_, a)| a.count > 0) {
-                let slot = (c * CHUNK + i) as u32;
-                let sketch = w.sketches.get_mut(slot as usize).and_then(Option::take);
-                for &child in &children {
-                    let level = &mut self.levels[child];
-                    let target = level.window(level.start(w.start));
-                    target.slot(slot).merge(a);
-                    if let (Some(s), Some(config)) = (&sketch, &self.sketch) {
-                        target.sketch(slot, config).0.merge(&s.0).expect("sketches of one configuration merge");
-                    }
-                }
-                if !emit {
-                    continue;
-                }
-                let Slot { series, field } = self.slots[slot as usize];
+                let slot = c * CHUNK + i;
+                let sketch = w.sketches.get_mut(slot).and_then(Option::take);
+                let Slot { series, field, record } = self.slots[slot];
                 let series_key = match &key {
                     Some((id, k)) if *id == series => Arc::clone(k),
                     _ => {
-                        let k = Arc::new(self.strings.series_key(&self.series[&series].strings));
+                        let k = Arc::new(self.strings.series_key(&self.records[record as usize].strings));
                         key = Some((series, Arc::clone(&k)));
                         k
                     }
@@ -514,22 +536,38 @@ impl Windows {
             }
         }
         for (slot, live) in live.into_iter().enumerate() {
-            let Slot { series, field } = self.slots[slot];
+            let Slot { series, field, record } = self.slots[slot];
             if live || field == Slot::FREE {
                 continue;
             }
             self.slot_of.remove(&(series, field));
             self.slots[slot].field = Slot::FREE;
             self.free.push(slot as u32);
-            let s = self.series.get_mut(&series).expect("a slot's series");
+            let s = &mut self.records[record as usize];
             s.slots -= 1;
             if s.slots == 0 {
+                s.strings = Box::default();
                 self.series.remove(&series);
+                self.free_records.push(record);
             }
         }
-        let used: usize = self.series.values().map(|s| s.strings.len()).sum();
+        let used: usize = self.records.iter().map(|s| s.strings.len()).sum();
         if self.strings.names.len() > 4096 + 2 * used {
-            self.strings = self.strings.compact(self.series.values_mut().map(|s| &mut s.strings));
+            self.strings = self.strings.compact(self.records.iter_mut().map(|s| &mut s.strings));
+        }
+    }
+}
+
+/// Puts `item` in a free place of `items` if there is one, else at the end; returns its index.
+fn reuse<T>(items: &mut Vec<T>, free: &mut Vec<u32>, item: T) -> u32 {
+    match free.pop() {
+        Some(i) => {
+            items[i as usize] = item;
+            i
+        }
+        None => {
+            items.push(item);
+            (items.len() - 1) as u32
         }
     }
 }

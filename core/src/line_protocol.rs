@@ -616,11 +616,10 @@ impl<'a> Line<'a> {
     }
 
     fn series_key(&self, database: &str) -> Result<SeriesKey, ErrorKind> {
-        let text = |s: &LpStr<'a>| s.unescape().map_err(|_| ErrorKind::InvalidUtf8);
-        let measurement = text(&self.measurement)?;
+        let measurement = unescaped(&self.measurement)?;
         let mut tags = Vec::with_capacity(self.tags.len());
         for (k, v) in &self.tags {
-            tags.push((text(k)?, text(v)?));
+            tags.push((unescaped(k)?, unescaped(v)?));
         }
         let key = SeriesKey::from_tags(database, &measurement, tags);
         if key.duplicate_tag().is_some() {
@@ -651,7 +650,12 @@ impl<'a> Line<'a> {
 
 /// The unescaped, owned text of a name or string value.
 fn owned(s: &LpStr<'_>) -> Result<String, ErrorKind> {
-    s.unescape().map(Cow::into_owned).map_err(|_| ErrorKind::InvalidUtf8)
+    unescaped(s).map(Cow::into_owned)
+}
+
+/// The unescaped text of a name or string value, borrowed when it had no escapes.
+fn unescaped<'a>(s: &LpStr<'a>) -> Result<Cow<'a, str>, ErrorKind> {
+    s.unescape().map_err(|_| ErrorKind::InvalidUtf8)
 }
 
 /// Series already built for the lines of one input, keyed by their measurement and tag bytes. Use one

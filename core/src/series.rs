@@ -74,12 +74,16 @@ impl SeriesKey {
 
     /// Tags (key, value) sorted by key.
     pub fn tags(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone + '_ {
-        (0..(self.ends.len() - 2) / 2).map(|i| (self.part(2 + 2 * i), self.part(3 + 2 * i)))
+        (0..self.tag_count()).map(|i| (self.part(2 + 2 * i), self.part(3 + 2 * i)))
+    }
+
+    fn tag_count(&self) -> usize {
+        (self.ends.len() - 2) / 2
     }
 
     /// The value of tag `key`, if the series has it.
     pub fn tag(&self, key: &str) -> Option<&str> {
-        let (mut lo, mut hi) = (0, (self.ends.len() - 2) / 2);
+        let (mut lo, mut hi) = (0, self.tag_count());
         while lo < hi {
             let mid = (lo + hi) / 2;
             match self.part(2 + 2 * mid).cmp(key) {

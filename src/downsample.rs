@@ -3,7 +3,7 @@
 //!
 //! Standalone follows the workers' contract (see `yaffle_downsample::kafka`) with the log in place of
 //! Kafka: the cursor is committed at the position where a replay must start (the log position at
-//! `emitted_through - replay span - margin`, by ingest time) and the emitted watermark is recorded
+//! `DownsampleConfig::replay_from(emitted_through)`, by ingest time) and the emitted watermark is recorded
 //! with it as the cursor's metadata. After a restart the reader starts at the cursor, rebuilds the
 //! open windows and emits only windows past the recorded watermark.
 
@@ -145,7 +145,7 @@ pub(crate) fn spawn_standalone(
             let stopping = *stop.borrow();
             if stopping || last_commit.elapsed() >= config.commit_interval {
                 last_commit = Instant::now();
-                commit(&log, &mut engine, store.as_ref(), reader.position(), config.replay_back()).await;
+                commit(&log, &mut engine, store.as_ref(), reader.position(), &config).await;
             }
             if stopping {
                 return;
@@ -155,14 +155,14 @@ pub(crate) fn spawn_standalone(
 }
 
 /// Writes finished rows, then moves the cursor to where a replay of the open windows starts.
-async fn commit(log: &Log, engine: &mut Engine, store: &dyn Store, read: u64, back: Duration) {
+async fn commit(log: &Log, engine: &mut Engine, store: &dyn Store, read: u64, config: &DownsampleConfig) {
     engine.report_late();
     if let Err(e) = engine.write_pending(store).await {
         tracing::warn!(error = %e, rows = engine.pending().len(), "writing rollups failed; retrying");
         return;
     }
     let Some(emitted) = engine.emitted_through(0) else { return };
-    let replay_from = match log.position_at_time(emitted.saturating_sub(back.as_nanos() as i64)) {
+    let replay_from = match log.position_at_time(config.replay_from(emitted)) {
         Ok(p) => p.min(read),
         Err(e) => return tracing::warn!(error = %e, "finding the replay position"),
     };

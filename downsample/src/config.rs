@@ -140,9 +140,10 @@ impl DownsampleConfig {
         }
     }
 
-    /// How far back (in time) from the emitted watermark a replay starts.
-    pub fn replay_back(&self) -> Duration {
-        self.windows().replay_span() + self.replay_margin
+    /// The time (ns, compared with the log's ingest times) a replay starts from for a partition emitted
+    /// through `emitted_through`: the oldest window still open there, less the replay margin.
+    pub fn replay_from(&self, emitted_through: i64) -> i64 {
+        self.windows().replay_start(emitted_through).saturating_sub(self.replay_margin.as_nanos() as i64)
     }
 }
 

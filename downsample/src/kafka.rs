@@ -4,9 +4,9 @@
 //! rollups of the windows its watermark has closed, then commits its read position, recording in the
 //! commit's metadata the watermark through which it has emitted. Whoever is assigned the partition
 //! next (the same worker after a crash, another after a rebalance) seeks back by time
-//! (`offsets_for_times`) to `emitted_through - (longest resolution + allowed lateness +
-//! replay_margin)`, far enough to see every point of every window still open at the commit, and
-//! replays from there. Up to the committed offset it only rebuilds windows: every window the replay's
+//! (`offsets_for_times`) to the start of the oldest window still open at `emitted_through`, less
+//! `replay_margin`, far enough to see every point of every window open at the commit, and replays
+//! from there. Up to the committed offset it only rebuilds windows: every window the replay's
 //! watermark closes was emitted by the previous owner, so it is closed unemitted (feeding the coarser
 //! resolutions, and holding no more windows open than a live read); from the commit on it emits as
 //! usual. A partition never committed is read from its beginning.
@@ -76,7 +76,7 @@ enum Change {
 #[derive(Debug)]
 struct Context {
     topic: String,
-    replay_back: Duration,
+    config: DownsampleConfig,
     timeout: Duration,
     changes: Mutex<Vec<Change>>,
 }
@@ -142,7 +142,7 @@ impl Context {
     }
 
     /// The offset a replay for a partition emitted through `emitted_through` (ns) starts at: the first
-    /// record stamped at or after `emitted_through - replay_back`, and never after `committed`.
+    /// record stamped at or after [`DownsampleConfig::replay_from`], and never after `committed`.
     fn offset_at<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
@@ -150,7 +150,7 @@ impl Context {
         emitted_through: i64,
         committed: i64,
     ) -> KafkaResult<i64> {
-        let back_ms = emitted_through.saturating_sub(self.replay_back.as_nanos() as i64) / 1_000_000;
+        let back_ms = self.config.replay_from(emitted_through) / 1_000_000;
         let mut times = TopicPartitionList::new();
         times.add_partition_offset(&self.topic, partition, Offset::Offset(back_ms.max(0)))?;
         let found = consumer.offsets_for_times(times, self.timeout)?;
@@ -189,7 +189,7 @@ pub fn run_worker(
     let k = &config.kafka;
     let context = Context {
         topic: k.topic.clone(),
-        replay_back: config.replay_back(),
+        config: config.clone(),
         timeout: k.request_timeout,
         changes: Mutex::new(Vec::new()),
     };

@@ -58,10 +58,23 @@ impl Default for WindowConfig {
 }
 
 impl WindowConfig {
-    /// How far before the emitted watermark a replay must start (in event time) to rebuild every window
-    /// still open there: the longest resolution plus the lateness.
-    pub fn replay_span(&self) -> Duration {
-        self.resolutions.iter().max().copied().unwrap_or_default() + self.allowed_lateness
+    /// Where a replay must start (in event time, ns) to rebuild every window still open at the emitted
+    /// watermark `emitted_through`: the start of the oldest one, over all resolutions. A window of
+    /// resolution `r` is closed at `t` once `start + r + lateness <= t`, so the oldest open one starts
+    /// at the first multiple of `r` after `t - r - lateness`. With 1m, 5m and 1h and 30 s of lateness
+    /// that is the current hour's start (the previous hour's during the first 30 s of an hour): on
+    /// average half an hour back, where the longest resolution plus the lateness would be an hour.
+    pub fn replay_start(&self, emitted_through: i64) -> i64 {
+        let lateness = self.allowed_lateness.as_nanos() as i64;
+        self.resolutions
+            .iter()
+            .map(|r| {
+                let r = r.as_nanos() as i64;
+                let after = emitted_through.saturating_sub(r).saturating_sub(lateness);
+                after.div_euclid(r).saturating_mul(r).saturating_add(r)
+            })
+            .min()
+            .unwrap_or(emitted_through)
     }
 }
 
@@ -722,6 +735,24 @@ mod tests {
     }
 
     #[test]
+    fn a_replay_starts_at_the_oldest_window_still_open() {
+        let c = WindowConfig::default(); // 1m, 5m, 1h, 30 s lateness
+        let hour = 1_767_225_600 * S; // an hour's start
+        // 17m45s into the hour: the hour's window is the oldest open one.
+        assert_eq!(c.replay_start(hour + (17 * 60 + 45) * S), hour);
+        // In the hour's first 30 s the previous hour's window waits out its lateness.
+        assert_eq!(c.replay_start(hour + 20 * S), hour - 3600 * S);
+        // It closes exactly at its end plus the lateness.
+        assert_eq!(c.replay_start(hour + 30 * S), hour);
+        // Resolutions that do not nest: the oldest over all of them.
+        let c = WindowConfig { resolutions: [20, 90].map(Duration::from_secs).to_vec(), ..configs(0) };
+        // At 995 s the 90 s window [900, 990) is open until 1000 s; at 1000 s the 20 s one
+        // [980, 1000) is the oldest left.
+        assert_eq!(c.replay_start(995 * S), 900 * S);
+        assert_eq!(c.replay_start(1000 * S), 980 * S);
+    }
+
+    #[test]
     fn a_late_point_is_counted_and_not_folded_into_another_window() {
         let mut w = Windows::new(&config());
         w.add(&point("a", 5 * S, 1.0));
@@ -819,7 +850,8 @@ mod tests {
         }
 
         /// A worker that stops anywhere and a new one that resumes from the emitted watermark, replaying
-        /// from `replay_span` before it, together emit every window exactly once, as one run would.
+        /// from `replay_start` (less the points' disorder), together emit every window exactly once, as
+        /// one run would.
         #[test]
         fn resuming_from_the_emitted_watermark_neither_loses_nor_repeats_a_window(
             points in points_strategy(), stop_at in 0..400usize, c in 0..3usize,
@@ -833,8 +865,8 @@ mod tests {
                 out.extend(advance(&mut first));
             }
             let emitted = first.emitted_through();
-            // Seek by time: the first point read at or after (watermark - replay span - disorder).
-            let from = emitted.saturating_sub(c.replay_span().as_nanos() as i64 + 8 * S);
+            // Seek by time: the first point read at or after the replay start less the disorder.
+            let from = c.replay_start(emitted).saturating_sub(8 * S);
             let start = points.iter().position(|p| p.timestamp >= from).unwrap_or(points.len()).min(stop_at);
             let mut second = Windows::new(&c);
             second.resume(emitted);

@@ -115,7 +115,7 @@ fn remote_write_decode(c: &mut Criterion) {
             .map(|s| TimeSeries {
                 labels: vec![
                     Label { name: "__name__".into(), value: "http_requests_total".into() },
-                    Label { name: "instance".into(), value: format!("10.0.{}.{}:9100", s / 250, s % 250) },
+                    Label { name: "instance".into(), value: format!("10.0.{}.{}:9100", s / 250, s % 250).into() },
                     Label { name: "job".into(), value: "node".into() },
                     Label { name: "code".into(), value: "200".into() },
                 ],

@@ -23,6 +23,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::point::{FieldValue, PROMETHEUS_VALUE_FIELD, Point};
 use crate::series::SeriesKey;
 
@@ -45,15 +47,17 @@ pub struct TimeSeries {
     pub samples: Vec<Sample>,
 }
 
-/// `prometheus.Label`.
+/// `prometheus.Label`. Name and value are read as bytes, slices of the decompressed request rather than
+/// a `String` each (the series key copies them into one buffer anyway); they are checked to be UTF-8
+/// when the series is built.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Label {
     /// Label name.
-    #[prost(string, tag = "1")]
-    pub name: String,
+    #[prost(bytes = "bytes", tag = "1")]
+    pub name: Bytes,
     /// Label value.
-    #[prost(string, tag = "2")]
-    pub value: String,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub value: Bytes,
 }
 
 /// `prometheus.Sample`.
@@ -106,6 +110,12 @@ pub enum RemoteWriteError {
         /// 0-based index of the series in the request.
         index: usize,
     },
+    /// A label name or value that is not UTF-8.
+    #[error("series {index} has a label that is not UTF-8")]
+    NotUtf8 {
+        /// 0-based index of the series.
+        index: usize,
+    },
     /// A series with the same label name twice.
     #[error("series {index} has label {name:?} twice")]
     DuplicateLabel {
@@ -131,7 +141,7 @@ pub fn decode(body: &[u8], database: &str, limits: &Limits) -> Result<Vec<Point>
         return Err(RemoteWriteError::TooLarge { size, limit: limits.max_decompressed_bytes });
     }
     let raw = snap::raw::Decoder::new().decompress_vec(body).map_err(|e| RemoteWriteError::Snappy(e.to_string()))?;
-    let request = <WriteRequest as prost::Message>::decode(raw.as_slice())
+    let request = <WriteRequest as prost::Message>::decode(Bytes::from(raw))
         .map_err(|e| RemoteWriteError::Protobuf(e.to_string()))?;
     to_points(request, database, limits)
 }
@@ -146,15 +156,18 @@ pub fn to_points(request: WriteRequest, database: &str, limits: &Limits) -> Resu
     for (index, series) in request.timeseries.into_iter().enumerate() {
         let mut name = None;
         let mut tags = Vec::with_capacity(series.labels.len());
-        for label in series.labels {
-            if label.name == "__name__" {
-                name = Some(label.value);
+        for label in &series.labels {
+            let (Ok(n), Ok(v)) = (std::str::from_utf8(&label.name), std::str::from_utf8(&label.value)) else {
+                return Err(RemoteWriteError::NotUtf8 { index });
+            };
+            if n == "__name__" {
+                name = Some(v);
             } else {
-                tags.push((label.name, label.value));
+                tags.push((n, v));
             }
         }
         let name = name.ok_or(RemoteWriteError::MissingName { index })?;
-        let key = SeriesKey::new(database, name, tags);
+        let key = SeriesKey::from_tags(database, name, tags);
         if let Some(name) = key.duplicate_tag() {
             return Err(RemoteWriteError::DuplicateLabel { index, name: name.to_string() });
         }
@@ -183,7 +196,10 @@ mod tests {
 
     fn series(labels: &[(&str, &str)], samples: &[(f64, i64)]) -> TimeSeries {
         TimeSeries {
-            labels: labels.iter().map(|(n, v)| Label { name: n.to_string(), value: v.to_string() }).collect(),
+            labels: labels
+                .iter()
+                .map(|(n, v)| Label { name: n.to_string().into(), value: v.to_string().into() })
+                .collect(),
             samples: samples.iter().map(|&(value, timestamp)| Sample { value, timestamp }).collect(),
         }
     }
@@ -225,5 +241,9 @@ mod tests {
             decode(&compress(&nameless), "p", &Limits::default()),
             Err(RemoteWriteError::MissingName { index: 0 })
         );
+        let mut latin1 = series(&[("__name__", "x")], &[(1.0, 1)]);
+        latin1.labels.push(Label { name: "city".into(), value: Bytes::from_static(b"K\xf6ln") });
+        let req = WriteRequest { timeseries: vec![series(&[("__name__", "x")], &[(1.0, 1)]), latin1] };
+        assert_eq!(decode(&compress(&req), "p", &Limits::default()), Err(RemoteWriteError::NotUtf8 { index: 1 }));
     }
 }

@@ -2,7 +2,8 @@
 //! series, sketch off and on, live (emitting) and replaying (rebuilding windows, as after a crash).
 //!
 //! `cargo bench -p yaffle-downsample --bench worker [-- --quick] [-- "1000000 off live"]` (harness-less:
-//! whole runs, not micro-samples; `--quick` runs 8 steps, other arguments pick cases by substring).
+//! whole runs, not micro-samples; `--quick` runs 8 steps, `--steps=N` N steps (370 close a 1h window),
+//! other arguments pick cases by substring).
 //! Each series gets one float value per 10 s step, in batches of 10 000 points as ingest's Kafka sink
 //! sends them (one message per partition per step); 45 steps (7.5 min of event time) close every 1m
 //! and 5m window at least once. Rows finished are dropped (the store's time is not the engine's). Bytes
@@ -116,7 +117,11 @@ fn run(n: usize, sketch: bool, replaying: bool, steps: i64) -> Run {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let steps = if args.iter().any(|a| a == "--quick") { 8 } else { 45 };
+    let steps = match args.iter().find_map(|a| a.strip_prefix("--steps=")) {
+        Some(n) => n.parse().expect("--steps=N takes a number of 10 s steps"),
+        None if args.iter().any(|a| a == "--quick") => 8,
+        None => 45,
+    };
     // Any other argument picks the cases whose "series sketch mode" contains it ("1000000 off live").
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     println!("| series | sketch | mode | values/s (1 core) | state bytes per series (peak) |");

@@ -21,6 +21,8 @@
 //!   one of them reached a coarse window directly as late.
 //! - **State.** Each (series id, field number) gets a slot; each open window of a resolution is a
 //!   dense array of 64-byte aggregates indexed by slot, allocated in chunks as slots are touched.
+//!   With sketches on, a window also keeps each slot's quantiles: the values themselves up to 128 of
+//!   them, a DDSketch past that (a sketch's dense store takes 1 KiB or more from its first value).
 //!   Measurement, tag and field strings are interned: a series is held as a list of string numbers,
 //!   each distinct string once per partition. A slot whose windows have all closed is freed, with its
 //!   series' strings once no slot of the series is left.
@@ -32,7 +34,7 @@ use std::time::Duration;
 use yaffle_core::batch::{BatchReader, DecodeError};
 use yaffle_core::{Point, SeriesKey};
 
-use crate::aggregate::{Aggregate, Sketch, SketchConfig};
+use crate::aggregate::{Aggregate, Quantiles, Sketch, SketchConfig};
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -105,12 +107,13 @@ const CHUNK: usize = 1024;
 struct Window {
     start: i64,
     chunks: Vec<Option<Box<[Aggregate]>>>,
-    sketches: Vec<Option<Box<Sketch>>>,
+    /// Per slot, when sketches are on.
+    quantiles: Vec<Quantiles>,
 }
 
 impl Window {
     fn new(start: i64) -> Self {
-        Self { start, chunks: Vec::new(), sketches: Vec::new() }
+        Self { start, chunks: Vec::new(), quantiles: Vec::new() }
     }
 
     fn chunk(&mut self, c: usize) -> &mut [Aggregate] {
@@ -124,18 +127,17 @@ impl Window {
         &mut self.chunk(slot as usize / CHUNK)[slot as usize % CHUNK]
     }
 
-    fn sketch(&mut self, slot: u32, config: &SketchConfig) -> &mut Sketch {
-        let i = slot as usize;
-        if i >= self.sketches.len() {
-            self.sketches.resize_with(i + 1, || None);
+    fn quantiles(&mut self, slot: usize) -> &mut Quantiles {
+        if slot >= self.quantiles.len() {
+            self.quantiles.resize_with(slot + 1, Quantiles::default);
         }
-        self.sketches[i].get_or_insert_with(|| Box::new(Sketch(config.new_sketch())))
+        &mut self.quantiles[slot]
     }
 
     fn add(&mut self, slot: u32, ts: i64, v: f64, sketch: Option<&SketchConfig>) {
         self.slot(slot).add(ts, v);
         if let Some(c) = sketch {
-            self.sketch(slot, c).0.add(v);
+            self.quantiles(slot as usize).add(v, c);
         }
     }
 
@@ -148,10 +150,8 @@ impl Window {
             }
         }
         let Some(config) = sketch else { return };
-        for (slot, s) in other.sketches.iter().enumerate() {
-            if let Some(s) = s {
-                self.sketch(slot as u32, config).0.merge(&s.0).expect("sketches of one configuration merge");
-            }
+        for (slot, q) in other.quantiles.iter().enumerate().filter(|(_, q)| !q.is_empty()) {
+            self.quantiles(slot).merge(q, config);
         }
     }
 
@@ -511,12 +511,14 @@ impl Windows {
             return;
         }
         let resolution = Duration::from_nanos(self.levels[l].resolution as u64);
+        let sketch_config = self.sketch;
         let mut key: Option<(u64, Arc<SeriesKey>)> = None;
         for (c, chunk) in w.chunks.iter().enumerate() {
             let Some(chunk) = chunk else { continue };
             for (i, a) in chunk.iter().enumerate().filter(|(_, a)| a.count > 0) {
                 let slot = c * CHUNK + i;
-                let sketch = w.sketches.get_mut(slot).and_then(Option::take);
+                let sketch =
+                    sketch_config.zip(w.quantiles.get_mut(slot)).and_then(|(c, q)| std::mem::take(q).finish(&c));
                 let Slot { series, field, record } = self.slots[slot];
                 let series_key = match &key {
                     Some((id, k)) if *id == series => Arc::clone(k),

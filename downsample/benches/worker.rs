@@ -127,7 +127,7 @@ fn main() {
     println!("| series | sketch | mode | values/s (1 core) | state bytes per series (peak) |");
     println!("| --- | --- | --- | --- | --- |");
     for n in [100_000, 1_000_000] {
-        for (sketch, replaying) in [(false, false), (false, true), (true, false)] {
+        for (sketch, replaying) in [(false, false), (false, true), (true, false), (true, true)] {
             let (sk, mode) = (if sketch { "on" } else { "off" }, if replaying { "replay" } else { "live" });
             let case = format!("{n} {sk} {mode}");
             if !filters.is_empty() && !filters.iter().any(|f| case.contains(f.as_str())) {

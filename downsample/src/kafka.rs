@@ -75,9 +75,7 @@ enum Change {
 /// Seeks newly assigned partitions back by time, and tells the poll loop what changed.
 #[derive(Debug)]
 struct Context {
-    topic: String,
     config: DownsampleConfig,
-    timeout: Duration,
     changes: Mutex<Vec<Change>>,
 }
 
@@ -117,7 +115,7 @@ impl Context {
         consumer: &BaseConsumer<Self>,
         tpl: &TopicPartitionList,
     ) -> KafkaResult<(TopicPartitionList, Vec<Assigned>)> {
-        let committed = consumer.committed_offsets(tpl.clone(), self.timeout)?;
+        let committed = consumer.committed_offsets(tpl.clone(), self.config.kafka.request_timeout)?;
         let mut assigned = Vec::new();
         for e in committed.elements() {
             let emitted_through = parse_metadata(e.metadata());
@@ -136,7 +134,7 @@ impl Context {
         let mut positions = TopicPartitionList::new();
         for a in &assigned {
             let start = a.start.map_or(Offset::Beginning, Offset::Offset);
-            positions.add_partition_offset(&self.topic, a.partition, start)?;
+            positions.add_partition_offset(&self.config.kafka.topic, a.partition, start)?;
         }
         Ok((positions, assigned))
     }
@@ -152,9 +150,9 @@ impl Context {
     ) -> KafkaResult<i64> {
         let back_ms = self.config.replay_from(emitted_through) / 1_000_000;
         let mut times = TopicPartitionList::new();
-        times.add_partition_offset(&self.topic, partition, Offset::Offset(back_ms.max(0)))?;
-        let found = consumer.offsets_for_times(times, self.timeout)?;
-        Ok(match found.find_partition(&self.topic, partition).map(|e| e.offset()) {
+        times.add_partition_offset(&self.config.kafka.topic, partition, Offset::Offset(back_ms.max(0)))?;
+        let found = consumer.offsets_for_times(times, self.config.kafka.request_timeout)?;
+        Ok(match found.find_partition(&self.config.kafka.topic, partition).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => o.min(committed),
             _ => committed, // nothing stamped that late: nothing to replay
         })
@@ -187,12 +185,7 @@ pub fn run_worker(
     handle: &Handle,
 ) -> Result<(), String> {
     let k = &config.kafka;
-    let context = Context {
-        topic: k.topic.clone(),
-        config: config.clone(),
-        timeout: k.request_timeout,
-        changes: Mutex::new(Vec::new()),
-    };
+    let context = Context { config: config.clone(), changes: Mutex::new(Vec::new()) };
     let consumer: BaseConsumer<Context> = ClientConfig::new()
         .set("bootstrap.servers", &k.brokers)
         .set("group.id", &k.group_id)
@@ -227,7 +220,7 @@ pub fn run_worker(
                     let emitted = m.timestamp().to_millis().unwrap_or(0).saturating_mul(1_000_000);
                     let ctx = consumer.context();
                     let start = ctx.offset_at(&consumer, p, emitted, m.offset()).unwrap_or(m.offset());
-                    if let Err(e) = consumer.seek(&ctx.topic, p, Offset::Offset(start), ctx.timeout) {
+                    if let Err(e) = consumer.seek(&k.topic, p, Offset::Offset(start), k.request_timeout) {
                         tracing::error!(partition = p, error = %e, "cannot seek back; replaying from the commit");
                     } else {
                         tracing::info!(partition = p, start, emitted, "seeking back to replay");
@@ -330,7 +323,7 @@ fn write_and_commit(
         tracing::warn!(error = %e, rows = engine.pending().len(), "writing rollups failed; retrying");
         return false;
     }
-    let topic = &consumer.context().topic;
+    let topic = &consumer.context().config.kafka.topic;
     let mut tpl = TopicPartitionList::new();
     for (&p, pos) in progress {
         // Until the replay reaches the commit (or anything is read), the commit stays where it was.

@@ -517,8 +517,9 @@ impl Windows {
             let Some(chunk) = chunk else { continue };
             for (i, a) in chunk.iter().enumerate().filter(|(_, a)| a.count > 0) {
                 let slot = c * CHUNK + i;
-                let sketch =
-                    sketch_config.zip(w.quantiles.get_mut(slot)).and_then(|(c, q)| std::mem::take(q).finish(&c));
+                let sketch = sketch_config
+                    .zip(w.quantiles.get_mut(slot))
+                    .and_then(|(config, q)| std::mem::take(q).finish(&config));
                 let Slot { series, field, record } = self.slots[slot];
                 let series_key = match &key {
                     Some((id, k)) if *id == series => Arc::clone(k),

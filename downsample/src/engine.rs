@@ -162,7 +162,7 @@ pub fn row(r: Rollup) -> RollupRow {
         max: a.max,
         first: a.first,
         last: a.last,
-        sketch: r.sketch.map_or_else(String::new, |s| serde_json::to_string(&s.0).expect("a sketch serializes")),
+        sketch: r.sketch.map_or_else(String::new, |s| s.encode()),
         version: a.count,
     }
 }

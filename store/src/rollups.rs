@@ -10,7 +10,7 @@
 //! | `sum`, `min`, `max` | float64 | of those values |
 //! | `first`, `last` | float64 | the values with the smallest and largest timestamp |
 //! | `first_ns`, `last_ns` | int64 | those timestamps |
-//! | `sketch` | string | the quantile sketch (DDSketch as JSON), empty when sketches are off |
+//! | `sketch` | string | the quantile sketch: DataDog's binary DDSketch encoding (sketches-java's `DDSketchWithExactSummaryStatistics`) in base64, empty when sketches are off |
 //! | `version` | uint64 | the writer's version of the row: of two rows with one key, the larger wins |
 //!
 //! **Idempotent writes.** A row's key is (series, field, resolution, window start). Writing a key again

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use base64::prelude::{BASE64_STANDARD, Engine as _};
+
 use crate::support::{BIN, Yaffle, free_port, log_to, show_if_failing};
 use crate::{clickhouse, kafka};
 
@@ -375,7 +377,10 @@ sketch = {{ relative_accuracy = {ACCURACY} }}"#
         );
         let mut vs: Vec<i64> = points.iter().map(|p| p.1).collect();
         vs.sort_unstable();
-        let sketch: sketches_ddsketch::DDSketch = serde_json::from_str(r["sketch"].as_str().unwrap()).unwrap();
+        // The stored form is DataDog's binary DDSketch encoding in base64: read it as any consumer would.
+        let bytes = BASE64_STANDARD.decode(r["sketch"].as_str().unwrap()).unwrap();
+        let sketch = sketches_ddsketch::DDSketch::from_java_bytes(&bytes).unwrap();
+        assert_eq!(sketch.count(), points.len(), "window {key:?}: values in the sketch");
         for q in [0.5, 0.9, 0.99] {
             let exact = vs[((vs.len() - 1) as f64 * q) as usize] as f64;
             let est = sketch.quantile(q).unwrap().unwrap();

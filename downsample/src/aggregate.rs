@@ -2,8 +2,7 @@
 //! settings of the mergeable quantile sketch kept beside them (DDSketch, relative accuracy
 //! configurable).
 
-use base64::prelude::{BASE64_STANDARD, Engine as _};
-use sketches_ddsketch::{Config, DDSketch};
+use sketches_ddsketch::DDSketch;
 
 /// The quantile sketch's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,8 +22,7 @@ impl Default for SketchConfig {
 impl SketchConfig {
     /// An empty sketch of these settings.
     pub fn new_sketch(&self) -> DDSketch {
-        // Values closer to zero than this are counted as zero: far below any metric's resolution.
-        DDSketch::new(Config::new(self.relative_accuracy, self.max_bins, 1e-9))
+        yaffle_store::sketch::new_sketch(self.relative_accuracy, self.max_bins)
     }
 
     fn sketch_of(&self, values: &[f64]) -> DDSketch {
@@ -37,22 +35,6 @@ impl SketchConfig {
 /// A window's quantile sketch.
 #[derive(Clone)]
 pub struct Sketch(pub DDSketch);
-
-impl Sketch {
-    /// The sketch as a rollup row stores it: DataDog's binary DDSketch encoding (that of
-    /// sketches-java's `DDSketchWithExactSummaryStatistics`), in standard base64. Only the bins holding
-    /// values are written.
-    pub fn encode(&self) -> String {
-        BASE64_STANDARD.encode(self.0.to_java_bytes())
-    }
-
-    /// A sketch from its stored form ([`Sketch::encode`]). The decoded sketch has the default bin
-    /// limit (2 048), whatever the writer's was; its relative accuracy is the writer's.
-    pub fn decode(stored: &str) -> Result<Self, String> {
-        let bytes = BASE64_STANDARD.decode(stored).map_err(|e| format!("sketch is not base64: {e}"))?;
-        DDSketch::from_java_bytes(&bytes).map(Sketch).map_err(|e| format!("sketch is not a DDSketch encoding: {e}"))
-    }
-}
 
 /// Values held as they are, at most this many, before a window's quantiles turn into a sketch: no more
 /// than the 1 KiB a sketch's dense store allocates for its first bins.
@@ -252,26 +234,6 @@ mod tests {
             }
         }
         assert!(Quantiles::default().finish(&c).is_none());
-    }
-
-    #[test]
-    fn a_stored_sketch_is_the_datadog_binary_form_in_base64_and_decodes_to_the_same_sketch() {
-        let c = SketchConfig::default();
-        let mut six = Quantiles::default();
-        [12.5, 13.0, 0.0, -4.0, 250.0, 13.1].iter().for_each(|&v| six.add(v, &c));
-        let sketch = six.finish(&c).unwrap();
-        let stored = sketch.encode();
-        // Only the bins holding values are written: a minute of a 10 s scrape takes about a hundred
-        // characters (the crate's serde form writes the dense store, 128 bins or more, zeros included).
-        assert!(stored.len() < 120, "{} characters: {stored}", stored.len());
-        let back = Sketch::decode(&stored).unwrap();
-        assert_eq!(back.0.count(), 6);
-        assert_eq!((back.0.min(), back.0.max(), back.0.sum()), (sketch.0.min(), sketch.0.max(), sketch.0.sum()));
-        for p in [0.0, 0.2, 0.5, 0.8, 1.0] {
-            assert_eq!(back.0.quantile(p).unwrap(), sketch.0.quantile(p).unwrap(), "q{p}");
-        }
-        let err = Sketch::decode("not base64!").unwrap_err();
-        assert!(err.contains("base64"), "{err}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod error;
 mod query;
 pub mod rollups;
 pub mod schema;
+pub mod sketch;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;

@@ -10,7 +10,7 @@
 //! | `sum`, `min`, `max` | float64 | of those values |
 //! | `first`, `last` | float64 | the values with the smallest and largest timestamp |
 //! | `first_ns`, `last_ns` | int64 | those timestamps |
-//! | `sketch` | string | the quantile sketch: DataDog's binary DDSketch encoding (sketches-java's `DDSketchWithExactSummaryStatistics`) in base64, empty when sketches are off |
+//! | `sketch` | string | the quantile sketch (see [`crate::sketch`]: DDSketch, DataDog's binary encoding in base64), empty when sketches are off |
 //! | `version` | uint64 | the writer's version of the row: of two rows with one key, the larger wins |
 //!
 //! **Idempotent writes.** A row's key is (series, field, resolution, window start). Writing a key again
@@ -59,7 +59,7 @@ pub struct RollupRow {
     pub first: (i64, f64),
     /// The latest value and its timestamp.
     pub last: (i64, f64),
-    /// The quantile sketch, serialized; empty without one.
+    /// The quantile sketch as [`crate::sketch::encode`] writes it; empty without one.
     pub sketch: String,
     /// Of two rows with one key, the larger version wins (the downsampler uses the count: a window
     /// rebuilt from more of the log wins, one rebuilt from the same points is the same row).

@@ -158,6 +158,7 @@ impl EmbeddedStore {
         let mut config = SessionConfig::new();
         config.options_mut().execution.listing_table_ignore_subdirectory = false;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.register_udaf(crate::sketch::quantile_udaf());
         register_table(&ctx, POINTS_TABLE, &self.files.table_dir(POINTS_TABLE), points_schema())?;
         // `rollups`: the highest version of each key of `rollup_versions`, so rewritten rollups replace,
         // never add. (A read-only store written before rollups existed has neither.)

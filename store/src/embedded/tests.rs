@@ -194,6 +194,60 @@ async fn a_rollup_written_again_shows_once_with_the_highest_version() {
 }
 
 #[tokio::test]
+async fn sql_answers_quantiles_from_the_rollups_sketches_merged_over_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let minute = 60_000_000_000;
+    let with_values = |host: &str, start: i64, values: std::ops::Range<u32>| {
+        let mut sketch = crate::sketch::new_sketch(0.01, 2048);
+        values.clone().for_each(|v| sketch.add(v as f64));
+        RollupRow { sketch: crate::sketch::encode(&sketch), ..rollup(host, start, values.len() as u64, 1) }
+    };
+    // Host a: 1..=100 over two windows; host b: 101..=200 in one; a row without a sketch is skipped.
+    store
+        .write_rollups(&[
+            with_values("a", 0, 1..51),
+            with_values("a", minute, 51..101),
+            with_values("b", 0, 101..201),
+            rollup("c", 0, 5, 1),
+        ])
+        .await
+        .unwrap();
+    let q = |sql: &'static str| {
+        let store = &store;
+        async move {
+            let r = store.query(sql).await.unwrap();
+            let b = &r.batches[0];
+            (0..b.num_rows()).map(|i| b.column(0).as_primitive::<Float64Type>().value(i)).collect::<Vec<f64>>()
+        }
+    };
+    let near = |got: &[f64], want: &[f64]| {
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() <= w * 0.0101, "{got:?} against {want:?}");
+        }
+    };
+    // Per host (merging host a's two windows), then over everything.
+    near(
+        &q("SELECT sketch_quantile(sketch, 0.5) FROM rollups WHERE tags['host'] < 'c' GROUP BY tags['host'] ORDER BY tags['host']").await,
+        &[50.0, 150.0],
+    );
+    let all = q("SELECT sketch_quantile(sketch, 0.99) FROM rollups").await;
+    near(&all, &[198.0]);
+    near(&q("SELECT sketch_quantile(sketch, 1) FROM rollups WHERE tags['host'] = 'a'").await, &[100.0]);
+    // No sketch among the rows: NULL.
+    let r = store.query("SELECT sketch_quantile(sketch, 0.5) FROM rollups WHERE tags['host'] = 'c'").await.unwrap();
+    assert!(r.batches[0].column(0).is_null(0));
+    // Bad input names what is wrong.
+    let e = store.query("SELECT sketch_quantile(sketch, 1.5) FROM rollups").await.unwrap_err().to_string();
+    assert!(e.contains("sketch_quantile") && e.contains("1.5"), "{e}");
+    let e = store.query("SELECT sketch_quantile('not base64!', 0.5)").await.unwrap_err().to_string();
+    assert!(e.contains("sketch_quantile") && e.contains("base64") && e.contains("not base64!"), "{e}");
+    let e = store.query("SELECT sketch_quantile('bm9uc2Vuc2U=', 0.5)").await.unwrap_err().to_string();
+    assert!(e.contains("not a DDSketch encoding"), "{e}");
+}
+
+#[tokio::test]
 async fn deleted_points_are_gone_and_appended_ones_come_back_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;

@@ -106,6 +106,18 @@ fn standalone_rollups_survive_sigkills_and_equal_a_batch_recomputation() {
     }
     let extra: Vec<_> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
     assert!(extra.len() <= 6, "only windows still open at the end may be extra: {extra:?}");
+
+    // The windows' sketches merged in SQL: each host's top and bottom over the run, within 1 %.
+    let rows = yaffle.sql(
+        "SELECT tags['host'] AS host, sketch_quantile(sketch, 1) AS top, max(max) AS hi, \
+         sketch_quantile(sketch, 0) AS bottom, min(min) AS lo FROM rollups WHERE resolution_s = 6 GROUP BY 1",
+    );
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for r in &rows {
+        let f = |k: &str| r[k].as_f64().unwrap();
+        assert!((f("top") - f("hi")).abs() <= f("hi") * 0.01, "{r:?}");
+        assert!((f("bottom") - f("lo")).abs() <= f("lo") * 0.01, "{r:?}");
+    }
 }
 
 /// Every value of each rollup key, as written: (host, resolution s, window start s) -> (ts, value).

@@ -4,10 +4,10 @@
 //! scrape takes about 80 characters.
 //!
 //! SQL on the embedded store reads it with the aggregate `sketch_quantile(sketch, q)`: the `q`
-//! quantile (0 to 1) of the values of every row it aggregates, their sketches merged, within the
-//! sketches' relative accuracy; NULL when no row has a sketch. Grouped by the row's key it is one
-//! window's quantile; grouped by time over a coarser range, the quantile of all of it (which no mean
-//! of per-window quantiles gives).
+//! quantile (a constant, 0 to 1) of the values of every row it aggregates, their sketches merged,
+//! within the sketches' relative accuracy; NULL when no row has a sketch. Grouped by the row's key it
+//! is one window's quantile; grouped by time over a coarser range, the quantile of all of it (which
+//! no mean of per-window quantiles gives).
 
 use std::sync::Arc;
 

@@ -723,6 +723,47 @@ mod tests {
         t
     }
 
+    /// (host, field, resolution s, start) -> the sketch's count, min, max and quantiles at a few q.
+    type Sketches = BTreeMap<(String, String, u64, i64), (usize, Vec<f64>)>;
+
+    const QS: [f64; 7] = [0.0, 0.1, 0.25, 0.5, 0.9, 0.99, 1.0];
+
+    fn summary(s: &sketches_ddsketch::DDSketch) -> (usize, Vec<f64>) {
+        let mut v = vec![s.min().unwrap(), s.max().unwrap()];
+        v.extend(QS.iter().map(|&q| s.quantile(q).unwrap().unwrap()));
+        (s.count(), v)
+    }
+
+    fn sketches(rollups: &[Rollup]) -> Sketches {
+        rollups
+            .iter()
+            .map(|r| {
+                let key = (
+                    r.series.tag("host").unwrap().to_string(),
+                    r.field.to_string(),
+                    r.resolution.as_secs(),
+                    r.window_start,
+                );
+                (key, summary(&r.sketch.as_ref().expect("sketches are on").0))
+            })
+            .collect()
+    }
+
+    /// Each window's sketch built from its points' values.
+    fn batch_sketches(points: &[Point], config: &WindowConfig) -> Sketches {
+        let sketch = config.sketch.expect("sketches are on");
+        let mut all: BTreeMap<_, sketches_ddsketch::DDSketch> = BTreeMap::new();
+        for p in points {
+            for res in &config.resolutions {
+                let r = res.as_nanos() as i64;
+                let start = p.timestamp.div_euclid(r) * r;
+                let key = (p.series.tag("host").unwrap().to_string(), "usage".to_string(), res.as_secs(), start);
+                all.entry(key).or_insert_with(|| sketch.new_sketch()).add(p.fields[0].1.as_f64().unwrap());
+            }
+        }
+        all.into_iter().map(|(k, s)| (k, summary(&s))).collect()
+    }
+
     #[test]
     fn a_window_is_emitted_once_the_watermark_passes_its_end_plus_lateness() {
         let mut w = Windows::new(&config());
@@ -837,8 +878,10 @@ mod tests {
 
         /// Streamed in any chunking, the rollups equal a batch recomputation over the points.
         #[test]
-        fn streamed_rollups_equal_a_batch_recomputation(points in points_strategy(), chunk in 1..50usize, c in 0..3usize) {
-            let c = configs(c);
+        fn streamed_rollups_equal_a_batch_recomputation(
+            points in points_strategy(), chunk in 1..50usize, c in 0..3usize, sketch: bool,
+        ) {
+            let c = WindowConfig { sketch: sketch.then(SketchConfig::default), ..configs(c) };
             let mut w = Windows::new(&c);
             let mut out = Vec::new();
             for part in points.chunks(chunk) {
@@ -850,6 +893,9 @@ mod tests {
             out.extend(flush(&mut w));
             prop_assert!(w.take_late().is_empty());
             prop_assert_eq!(table(&out), batch(&points, &c));
+            if sketch {
+                prop_assert_eq!(sketches(&out), batch_sketches(&points, &c));
+            }
         }
 
         /// A worker that stops anywhere and a new one that resumes from the emitted watermark, replaying
@@ -857,9 +903,9 @@ mod tests {
         /// one run would.
         #[test]
         fn resuming_from_the_emitted_watermark_neither_loses_nor_repeats_a_window(
-            points in points_strategy(), stop_at in 0..400usize, c in 0..3usize,
+            points in points_strategy(), stop_at in 0..400usize, c in 0..3usize, sketch: bool,
         ) {
-            let c = configs(c);
+            let c = WindowConfig { sketch: sketch.then(SketchConfig::default), ..configs(c) };
             let stop_at = stop_at.min(points.len());
             let mut first = Windows::new(&c);
             let mut out = Vec::new();
@@ -879,6 +925,9 @@ mod tests {
             }
             out.extend(flush(&mut second));
             prop_assert_eq!(table(&out), batch(&points, &c));
+            if sketch {
+                prop_assert_eq!(sketches(&out), batch_sketches(&points, &c));
+            }
         }
     }
 }

@@ -38,7 +38,7 @@ pub struct Sketch(pub DDSketch);
 
 /// Values held as they are, at most this many, before a window's quantiles turn into a sketch: no more
 /// than the 1 KiB a sketch's dense store allocates for its first bins.
-const RAW_VALUES: usize = 128;
+pub(crate) const RAW_VALUES: usize = 128;
 
 /// The quantiles of one (series, field) in one open window: its values themselves while they are
 /// few, a [`Sketch`] past [`RAW_VALUES`] (most windows of a 10 s scrape never get there: 6 values a
@@ -58,25 +58,27 @@ impl Default for Quantiles {
 }
 
 impl Quantiles {
-    /// Adds a value.
-    pub(crate) fn add(&mut self, v: f64, config: &SketchConfig) {
+    /// Adds values.
+    pub(crate) fn extend(&mut self, values: &[f64], config: &SketchConfig) {
         match self {
-            Quantiles::Values(values) if values.len() < RAW_VALUES => values.push(v),
-            Quantiles::Values(_) => self.sketch(config).add(v),
-            Quantiles::Sketch(s) => s.0.add(v),
+            Quantiles::Values(held) if held.len() + values.len() <= RAW_VALUES => held.extend_from_slice(values),
+            _ => {
+                let sketch = self.sketch(config);
+                values.iter().for_each(|&v| sketch.add(v));
+            }
         }
     }
 
     /// Folds `other`'s values into this one.
     pub(crate) fn merge(&mut self, other: &Quantiles, config: &SketchConfig) {
         match other {
-            Quantiles::Values(values) => values.iter().for_each(|&v| self.add(v, config)),
+            Quantiles::Values(values) => self.extend(values, config),
             Quantiles::Sketch(s) => self.sketch(config).merge(&s.0).expect("sketches of one configuration merge"),
         }
     }
 
     /// The sketch, the values turned into one first.
-    fn sketch(&mut self, config: &SketchConfig) -> &mut DDSketch {
+    pub(crate) fn sketch(&mut self, config: &SketchConfig) -> &mut DDSketch {
         if let Quantiles::Values(values) = self {
             *self = Quantiles::Sketch(Box::new(Sketch(config.sketch_of(values))));
         }
@@ -84,13 +86,16 @@ impl Quantiles {
         &mut s.0
     }
 
-    /// The sketch of the values held, `None` when there are none.
-    pub(crate) fn finish(self, config: &SketchConfig) -> Option<Box<Sketch>> {
-        match self {
-            Quantiles::Values(values) if values.is_empty() => None,
-            Quantiles::Values(values) => Some(Box::new(Sketch(config.sketch_of(&values)))),
-            Quantiles::Sketch(s) => Some(s),
-        }
+    /// The sketch of the values held and `more`, `None` when there are none.
+    pub(crate) fn finish(self, more: &[f64], config: &SketchConfig) -> Option<Box<Sketch>> {
+        let mut sketch = match self {
+            Quantiles::Values(held) if held.is_empty() && more.is_empty() => return None,
+            Quantiles::Values(held) if held.is_empty() => return Some(Box::new(Sketch(config.sketch_of(more)))),
+            Quantiles::Values(held) => Box::new(Sketch(config.sketch_of(&held))),
+            Quantiles::Sketch(s) => s,
+        };
+        more.iter().for_each(|&v| sketch.0.add(v));
+        Some(sketch)
     }
 
     /// Whether no value was added.
@@ -218,22 +223,27 @@ mod tests {
         // Fed value by value, and merged from parts that are raw, sketched, or some of each.
         let mut fed = Quantiles::default();
         assert!(fed.is_empty());
-        values.iter().for_each(|&v| fed.add(v, &c));
+        values.iter().for_each(|&v| fed.extend(&[v], &c));
         let (mut few, mut many, mut rest) = (Quantiles::default(), Quantiles::default(), Quantiles::default());
-        values[..10].iter().for_each(|&v| few.add(v, &c));
-        values[10..250].iter().for_each(|&v| many.add(v, &c));
-        values[250..].iter().for_each(|&v| rest.add(v, &c));
+        values[..10].iter().for_each(|&v| few.extend(&[v], &c));
+        values[10..250].iter().for_each(|&v| many.extend(&[v], &c));
+        values[250..].iter().for_each(|&v| rest.extend(&[v], &c));
         assert!(matches!(few, Quantiles::Values(_)) && matches!(many, Quantiles::Sketch(_)));
         few.merge(&many, &c);
         few.merge(&rest, &c);
-        for q in [fed.finish(&c).unwrap(), few.finish(&c).unwrap()] {
+        // And finished with values that were held elsewhere.
+        let mut most = Quantiles::default();
+        values[..290].chunks(60).for_each(|part| most.extend(part, &c));
+        for q in [fed.finish(&[], &c).unwrap(), few.finish(&[], &c).unwrap(), most.finish(&values[290..], &c).unwrap()]
+        {
             assert_eq!(q.0.count(), whole.count());
             assert_eq!((q.0.min(), q.0.max()), (whole.min(), whole.max()));
             for p in [0.0, 0.1, 0.5, 0.9, 0.99, 1.0] {
                 assert_eq!(q.0.quantile(p).unwrap(), whole.quantile(p).unwrap(), "q{p}");
             }
         }
-        assert!(Quantiles::default().finish(&c).is_none());
+        assert!(Quantiles::default().finish(&[], &c).is_none());
+        assert_eq!(Quantiles::default().finish(&values[..5], &c).unwrap().0.count(), 5);
     }
 
     #[test]

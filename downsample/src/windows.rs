@@ -21,8 +21,13 @@
 //!   one of them reached a coarse window directly as late.
 //! - **State.** Each (series id, field number) gets a slot; each open window of a resolution is a
 //!   dense array of 64-byte aggregates indexed by slot, allocated in chunks as slots are touched.
-//!   With sketches on, a window also keeps each slot's quantiles: the values themselves up to 128 of
-//!   them, a DDSketch past that (a sketch's dense store takes 1 KiB or more from its first value).
+//!   With sketches on, a window also keeps the values to sketch: the points' values in one array in
+//!   arrival order, with their slots, up to 128 per slot (an add writes to the array's end, not to a
+//!   buffer of its own slot); past 128 a slot's further values go into a DDSketch of the slot (a
+//!   sketch's dense store takes 1 KiB or more from its first value). When the window closes, the
+//!   array is grouped by slot (a counting sort) and each slot's values are sketched for its row and
+//!   handed to the coarser windows, which keep per slot what they are given: the values themselves
+//!   up to 128, a DDSketch past that.
 //!   Measurement, tag and field strings are interned: a series is held as a list of string numbers,
 //!   each distinct string once per partition. A slot whose windows have all closed is freed, with its
 //!   series' strings once no slot of the series is left.
@@ -34,7 +39,7 @@ use std::time::Duration;
 use yaffle_core::batch::{BatchReader, DecodeError};
 use yaffle_core::{Point, SeriesKey};
 
-use crate::aggregate::{Aggregate, Quantiles, Sketch, SketchConfig};
+use crate::aggregate::{Aggregate, Quantiles, RAW_VALUES, Sketch, SketchConfig};
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -102,18 +107,67 @@ pub struct Rollup {
 /// Slots per chunk of a window's aggregate array (64 KiB).
 const CHUNK: usize = 1024;
 
-/// One open window of one resolution: an aggregate per slot (count 0: nothing in it).
+/// One open window of one resolution: an aggregate per slot (count 0: nothing in it) and, when
+/// sketches are on, the values to sketch.
 #[derive(Debug)]
 struct Window {
     start: i64,
     chunks: Vec<Option<Box<[Aggregate]>>>,
-    /// Per slot, when sketches are on.
+    /// Values added one by one, while their slot holds at most [`RAW_VALUES`] in this window.
+    added: Added,
+    /// Per slot: what closed finer windows merged in, and a slot's added values past [`RAW_VALUES`].
     quantiles: Vec<Quantiles>,
+}
+
+/// Values in arrival order and their slots: an add writes to the end of two arrays instead of to a
+/// buffer of the value's slot, which is somewhere else in memory for every value.
+#[derive(Debug, Default)]
+struct Added {
+    slots: Vec<u32>,
+    values: Vec<f64>,
+}
+
+/// A closed window's added values grouped by slot (a counting sort of [`Added`]), each slot's in
+/// arrival order.
+#[derive(Default)]
+struct Runs {
+    /// Where each slot's values end in `values` (they start where the previous slot's end).
+    ends: Vec<u32>,
+    values: Vec<f64>,
+}
+
+impl Runs {
+    fn of(added: &Added, slots: usize) -> Self {
+        if added.values.is_empty() {
+            return Self::default();
+        }
+        // Counts, then where each slot starts, then (after placing the values) where it ends.
+        let mut ends = vec![0u32; slots];
+        added.slots.iter().for_each(|&s| ends[s as usize] += 1);
+        let mut at = 0;
+        for e in &mut ends {
+            (*e, at) = (at, at + *e);
+        }
+        let mut values = vec![0.0; added.values.len()];
+        for (&s, &v) in added.slots.iter().zip(&added.values) {
+            let end = &mut ends[s as usize];
+            values[*end as usize] = v;
+            *end += 1;
+        }
+        Self { ends, values }
+    }
+
+    /// The values of `slot`.
+    fn get(&self, slot: usize) -> &[f64] {
+        let Some(&end) = self.ends.get(slot) else { return &[] };
+        let start = if slot == 0 { 0 } else { self.ends[slot - 1] };
+        &self.values[start as usize..end as usize]
+    }
 }
 
 impl Window {
     fn new(start: i64) -> Self {
-        Self { start, chunks: Vec::new(), quantiles: Vec::new() }
+        Self { start, chunks: Vec::new(), added: Added::default(), quantiles: Vec::new() }
     }
 
     fn chunk(&mut self, c: usize) -> &mut [Aggregate] {
@@ -135,14 +189,22 @@ impl Window {
     }
 
     fn add(&mut self, slot: u32, ts: i64, v: f64, sketch: Option<&SketchConfig>) {
-        self.slot(slot).add(ts, v);
+        let a = self.slot(slot);
+        a.add(ts, v);
+        let count = a.count as usize;
         if let Some(c) = sketch {
-            self.quantiles(slot as usize).add(v, c);
+            if count <= RAW_VALUES {
+                self.added.slots.push(slot);
+                self.added.values.push(v);
+            } else {
+                self.quantiles(slot as usize).sketch(c).add(v);
+            }
         }
     }
 
-    /// Folds `other`, a finer window within this one that just closed, into this one.
-    fn merge(&mut self, other: &Window, sketch: Option<&SketchConfig>) {
+    /// Folds `other`, a finer window within this one that just closed, with its added values grouped
+    /// in `runs`, into this one.
+    fn merge(&mut self, other: &Window, runs: &Runs, sketch: Option<&SketchConfig>) {
         for (c, chunk) in other.chunks.iter().enumerate() {
             let Some(chunk) = chunk else { continue };
             for (into, a) in self.chunk(c).iter_mut().zip(chunk.iter()) {
@@ -152,6 +214,12 @@ impl Window {
         let Some(config) = sketch else { return };
         for (slot, q) in other.quantiles.iter().enumerate().filter(|(_, q)| !q.is_empty()) {
             self.quantiles(slot).merge(q, config);
+        }
+        for slot in 0..runs.ends.len() {
+            let run = runs.get(slot);
+            if !run.is_empty() {
+                self.quantiles(slot).extend(run, config);
+            }
         }
     }
 
@@ -502,10 +570,11 @@ impl Windows {
 
     /// A closed window: merged into the coarser levels built from it, and emitted unless it was before.
     fn finish(&mut self, l: usize, mut w: Window, emit: bool, out: &mut dyn FnMut(Rollup)) {
+        let runs = Runs::of(&std::mem::take(&mut w.added), self.slots.len());
         for i in 0..self.levels[l].children.len() {
             let child = self.levels[l].children[i];
             let level = &mut self.levels[child];
-            level.window(level.start(w.start)).merge(&w, self.sketch.as_ref());
+            level.window(level.start(w.start)).merge(&w, &runs, self.sketch.as_ref());
         }
         if !emit {
             return;
@@ -517,9 +586,10 @@ impl Windows {
             let Some(chunk) = chunk else { continue };
             for (i, a) in chunk.iter().enumerate().filter(|(_, a)| a.count > 0) {
                 let slot = c * CHUNK + i;
-                let sketch = sketch_config
-                    .zip(w.quantiles.get_mut(slot))
-                    .and_then(|(config, q)| std::mem::take(q).finish(&config));
+                let sketch = sketch_config.and_then(|config| {
+                    let held = w.quantiles.get_mut(slot).map(std::mem::take).unwrap_or_default();
+                    held.finish(runs.get(slot), &config)
+                });
                 let Slot { series, field, record } = self.slots[slot];
                 let series_key = match &key {
                     Some((id, k)) if *id == series => Arc::clone(k),
@@ -762,6 +832,25 @@ mod tests {
             }
         }
         all.into_iter().map(|(k, s)| (k, summary(&s))).collect()
+    }
+
+    #[test]
+    fn windows_of_many_values_sketch_them_all() {
+        // A point every 100 ms, some late: 600 a minute, past what a window holds unsketched.
+        let c = WindowConfig { sketch: Some(SketchConfig::default()), ..config() };
+        let points: Vec<Point> =
+            (0..4000i64).map(|i| point("a", (i - i % 7 * 10) * S / 10, ((i * 37) % 1000) as f64 * 0.5)).collect();
+        let mut w = Windows::new(&c);
+        let mut out = Vec::new();
+        for p in &points {
+            w.add(p);
+            out.extend(advance(&mut w));
+        }
+        out.extend(flush(&mut w));
+        assert!(w.take_late().is_empty());
+        let got = sketches(&out);
+        assert!(got.values().any(|(n, _)| *n == 600) && got.values().any(|(n, _)| *n > 2000));
+        assert_eq!(got, batch_sketches(&points, &c));
     }
 
     #[test]

@@ -744,19 +744,34 @@ mod tests {
         )
     }
 
+    /// A window of one (series, field): (host, field, resolution s, start).
+    type Key = (String, String, u64, i64);
+
+    fn key(r: &Rollup) -> Key {
+        (r.series.tag("host").unwrap().to_string(), r.field.to_string(), r.resolution.as_secs(), r.window_start)
+    }
+
+    /// The windows of each resolution a point (of the field `usage`) falls in.
+    fn windows_of<'a>(p: &'a Point, config: &'a WindowConfig) -> impl Iterator<Item = Key> + 'a {
+        config.resolutions.iter().map(|res| {
+            let r = res.as_nanos() as i64;
+            (
+                p.series.tag("host").unwrap().to_string(),
+                "usage".to_string(),
+                res.as_secs(),
+                p.timestamp.div_euclid(r) * r,
+            )
+        })
+    }
+
     /// (host, field, resolution s, start) -> (count, sum, min, max, first, last)
-    type Table = BTreeMap<(String, String, u64, i64), (u64, f64, f64, f64, (i64, f64), (i64, f64))>;
+    type Table = BTreeMap<Key, (u64, f64, f64, f64, (i64, f64), (i64, f64))>;
 
     fn table(rollups: &[Rollup]) -> Table {
         let mut t = Table::new();
         for r in rollups {
             let a = &r.aggregate;
-            let key = (
-                r.series.tag("host").unwrap().to_string(),
-                r.field.to_string(),
-                r.resolution.as_secs(),
-                r.window_start,
-            );
+            let key = key(r);
             assert!(
                 t.insert(key.clone(), (a.count, a.sum, a.min, a.max, a.first, a.last)).is_none(),
                 "{key:?} emitted twice"
@@ -769,11 +784,8 @@ mod tests {
     fn batch(points: &[Point], config: &WindowConfig) -> Table {
         let mut t = Table::new();
         for p in points {
-            for res in &config.resolutions {
-                let r = res.as_nanos() as i64;
-                let start = p.timestamp.div_euclid(r) * r;
-                let v = p.fields[0].1.as_f64().unwrap();
-                let key = (p.series.tag("host").unwrap().to_string(), "usage".to_string(), res.as_secs(), start);
+            let v = p.fields[0].1.as_f64().unwrap();
+            for key in windows_of(p, config) {
                 t.entry(key)
                     .and_modify(|e| {
                         e.0 += 1;
@@ -794,7 +806,7 @@ mod tests {
     }
 
     /// (host, field, resolution s, start) -> the sketch's count, min, max and quantiles at a few q.
-    type Sketches = BTreeMap<(String, String, u64, i64), (usize, Vec<f64>)>;
+    type Sketches = BTreeMap<Key, (usize, Vec<f64>)>;
 
     const QS: [f64; 7] = [0.0, 0.1, 0.25, 0.5, 0.9, 0.99, 1.0];
 
@@ -805,18 +817,7 @@ mod tests {
     }
 
     fn sketches(rollups: &[Rollup]) -> Sketches {
-        rollups
-            .iter()
-            .map(|r| {
-                let key = (
-                    r.series.tag("host").unwrap().to_string(),
-                    r.field.to_string(),
-                    r.resolution.as_secs(),
-                    r.window_start,
-                );
-                (key, summary(&r.sketch.as_ref().expect("sketches are on").0))
-            })
-            .collect()
+        rollups.iter().map(|r| (key(r), summary(&r.sketch.as_ref().expect("sketches are on").0))).collect()
     }
 
     /// Each window's sketch built from its points' values.
@@ -824,10 +825,7 @@ mod tests {
         let sketch = config.sketch.expect("sketches are on");
         let mut all: BTreeMap<_, sketches_ddsketch::DDSketch> = BTreeMap::new();
         for p in points {
-            for res in &config.resolutions {
-                let r = res.as_nanos() as i64;
-                let start = p.timestamp.div_euclid(r) * r;
-                let key = (p.series.tag("host").unwrap().to_string(), "usage".to_string(), res.as_secs(), start);
+            for key in windows_of(p, config) {
                 all.entry(key).or_insert_with(|| sketch.new_sketch()).add(p.fields[0].1.as_f64().unwrap());
             }
         }

@@ -2,7 +2,8 @@
 //! settings of the mergeable quantile sketch kept beside them (DDSketch, relative accuracy
 //! configurable).
 
-use sketches_ddsketch::DDSketch;
+use sketches_ddsketch::{Config, DDSketch};
+use yaffle_store::sketch;
 
 /// The quantile sketch's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,7 +23,12 @@ impl Default for SketchConfig {
 impl SketchConfig {
     /// An empty sketch of these settings.
     pub fn new_sketch(&self) -> DDSketch {
-        yaffle_store::sketch::new_sketch(self.relative_accuracy, self.max_bins)
+        DDSketch::new(self.ddsketch_config())
+    }
+
+    /// The settings as the sketch crate takes them.
+    pub fn ddsketch_config(&self) -> Config {
+        yaffle_store::sketch::config(self.relative_accuracy, self.max_bins)
     }
 
     fn sketch_of(&self, values: &[f64]) -> DDSketch {
@@ -34,7 +40,7 @@ impl SketchConfig {
 
 /// A window's quantile sketch.
 #[derive(Clone)]
-pub struct Sketch(pub DDSketch);
+pub(crate) struct Sketch(pub(crate) DDSketch);
 
 /// Values held as they are, at most this many, before a window's quantiles turn into a sketch: no more
 /// than the 1 KiB a sketch's dense store allocates for its first bins.
@@ -86,16 +92,21 @@ impl Quantiles {
         &mut s.0
     }
 
-    /// The sketch of the values held and `more`, `None` when there are none.
-    pub(crate) fn finish(self, more: &[f64], config: &SketchConfig) -> Option<Box<Sketch>> {
-        let mut sketch = match self {
-            Quantiles::Values(held) if held.is_empty() && more.is_empty() => return None,
-            Quantiles::Values(held) if held.is_empty() => return Some(Box::new(Sketch(config.sketch_of(more)))),
-            Quantiles::Values(held) => Box::new(Sketch(config.sketch_of(&held))),
-            Quantiles::Sketch(s) => s,
-        };
-        more.iter().for_each(|&v| sketch.0.add(v));
-        Some(sketch)
+    /// The sketch of the values held and `more` as the rollups' column stores it, empty when there
+    /// are none.
+    pub(crate) fn finish(self, more: &[f64], config: &Config) -> String {
+        match self {
+            Quantiles::Values(held) if held.is_empty() && more.is_empty() => String::new(),
+            Quantiles::Values(held) if held.is_empty() => sketch::encode_values(more, config),
+            Quantiles::Values(mut held) => {
+                held.extend_from_slice(more);
+                sketch::encode_values(&held, config)
+            }
+            Quantiles::Sketch(mut s) => {
+                more.iter().for_each(|&v| s.0.add(v));
+                sketch::encode(&s.0)
+            }
+        }
     }
 
     /// Whether no value was added.
@@ -234,16 +245,21 @@ mod tests {
         // And finished with values that were held elsewhere.
         let mut most = Quantiles::default();
         values[..290].chunks(60).for_each(|part| most.extend(part, &c));
-        for q in [fed.finish(&[], &c).unwrap(), few.finish(&[], &c).unwrap(), most.finish(&values[290..], &c).unwrap()]
-        {
-            assert_eq!(q.0.count(), whole.count());
-            assert_eq!((q.0.min(), q.0.max()), (whole.min(), whole.max()));
+        let d = c.ddsketch_config();
+        for stored in [fed.finish(&[], &d), few.finish(&[], &d), most.finish(&values[290..], &d)] {
+            let q = sketch::decode(&stored).unwrap();
+            assert_eq!(q.count(), whole.count());
+            assert_eq!((q.min(), q.max()), (whole.min(), whole.max()));
             for p in [0.0, 0.1, 0.5, 0.9, 0.99, 1.0] {
-                assert_eq!(q.0.quantile(p).unwrap(), whole.quantile(p).unwrap(), "q{p}");
+                assert_eq!(q.quantile(p).unwrap(), whole.quantile(p).unwrap(), "q{p}");
             }
         }
-        assert!(Quantiles::default().finish(&[], &c).is_none());
-        assert_eq!(Quantiles::default().finish(&values[..5], &c).unwrap().0.count(), 5);
+        // Few values, some held and some handed in at the end, stored as their sketch is.
+        let mut held = Quantiles::default();
+        held.extend(&values[..40], &c);
+        assert_eq!(held.finish(&values[40..100], &d), sketch::encode(&c.sketch_of(&values[..100])));
+        assert_eq!(Quantiles::default().finish(&[], &d), "");
+        assert_eq!(Quantiles::default().finish(&values[..5], &d), sketch::encode(&c.sketch_of(&values[..5])));
     }
 
     #[test]

@@ -162,7 +162,7 @@ pub fn row(r: Rollup) -> RollupRow {
         max: a.max,
         first: a.first,
         last: a.last,
-        sketch: r.sketch.map_or_else(String::new, |s| yaffle_store::sketch::encode(&s.0)),
+        sketch: r.sketch,
         version: a.count,
     }
 }

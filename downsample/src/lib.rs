@@ -23,7 +23,7 @@ pub mod kafka;
 mod metrics;
 pub mod windows;
 
-pub use aggregate::{Aggregate, Sketch, SketchConfig};
+pub use aggregate::{Aggregate, SketchConfig};
 pub use config::DownsampleConfig;
 pub use engine::Engine;
 pub use metrics::Metrics;

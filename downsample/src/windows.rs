@@ -25,9 +25,11 @@
 //!   arrival order, with their slots, up to 128 per slot (an add writes to the array's end, not to a
 //!   buffer of its own slot); past 128 a slot's further values go into a DDSketch of the slot (a
 //!   sketch's dense store takes 1 KiB or more from its first value). When the window closes, the
-//!   array is grouped by slot (a counting sort) and each slot's values are sketched for its row and
-//!   handed to the coarser windows, which keep per slot what they are given: the values themselves
-//!   up to 128, a DDSketch past that.
+//!   array is grouped by slot (a counting sort) and each slot's values are sketched for its row (up
+//!   to 256 values written as the stored sketch of them directly, without building one) and handed
+//!   to the coarser windows, which keep per slot what they are given: the values themselves up to
+//!   128, a DDSketch past that. NaN (a staleness marker) and infinities count in the aggregates but
+//!   are kept out of the sketch, which has no bin for them.
 //!   Measurement, tag and field strings are interned: a series is held as a list of string numbers,
 //!   each distinct string once per partition. A slot whose windows have all closed is freed, with its
 //!   series' strings once no slot of the series is left.
@@ -39,7 +41,7 @@ use std::time::Duration;
 use yaffle_core::batch::{BatchReader, DecodeError};
 use yaffle_core::{Point, SeriesKey};
 
-use crate::aggregate::{Aggregate, Quantiles, RAW_VALUES, Sketch, SketchConfig};
+use crate::aggregate::{Aggregate, Quantiles, RAW_VALUES, SketchConfig};
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -100,8 +102,10 @@ pub struct Rollup {
     pub window_start: i64,
     /// The window's aggregates.
     pub aggregate: Aggregate,
-    /// The window's quantile sketch, when sketches are on.
-    pub sketch: Option<Box<Sketch>>,
+    /// The window's quantile sketch as the rollups' `sketch` column stores it (see
+    /// [`yaffle_store::sketch`]); empty when sketches are off or no value could be sketched (NaN, an
+    /// infinity: they count in the aggregate but no sketch holds them).
+    pub sketch: String,
 }
 
 /// Slots per chunk of a window's aggregate array (64 KiB).
@@ -192,7 +196,7 @@ impl Window {
         let a = self.slot(slot);
         a.add(ts, v);
         let count = a.count as usize;
-        if let Some(c) = sketch {
+        if let Some(c) = sketch.filter(|_| v.is_finite()) {
             if count <= RAW_VALUES {
                 self.added.slots.push(slot);
                 self.added.values.push(v);
@@ -580,13 +584,13 @@ impl Windows {
             return;
         }
         let resolution = Duration::from_nanos(self.levels[l].resolution as u64);
-        let sketch_config = self.sketch;
+        let sketch_config = self.sketch.map(|c| c.ddsketch_config());
         let mut key: Option<(u64, Arc<SeriesKey>)> = None;
         for (c, chunk) in w.chunks.iter().enumerate() {
             let Some(chunk) = chunk else { continue };
             for (i, a) in chunk.iter().enumerate().filter(|(_, a)| a.count > 0) {
                 let slot = c * CHUNK + i;
-                let sketch = sketch_config.and_then(|config| {
+                let sketch = sketch_config.map_or_else(String::new, |config| {
                     let held = w.quantiles.get_mut(slot).map(std::mem::take).unwrap_or_default();
                     held.finish(runs.get(slot), &config)
                 });
@@ -817,7 +821,7 @@ mod tests {
     }
 
     fn sketches(rollups: &[Rollup]) -> Sketches {
-        rollups.iter().map(|r| (key(r), summary(&r.sketch.as_ref().expect("sketches are on").0))).collect()
+        rollups.iter().map(|r| (key(r), summary(&yaffle_store::sketch::decode(&r.sketch).unwrap()))).collect()
     }
 
     /// Each window's sketch built from its points' values.
@@ -849,6 +853,28 @@ mod tests {
         let got = sketches(&out);
         assert!(got.values().any(|(n, _)| *n == 600) && got.values().any(|(n, _)| *n > 2000));
         assert_eq!(got, batch_sketches(&points, &c));
+    }
+
+    #[test]
+    fn values_no_sketch_can_hold_are_counted_but_not_sketched() {
+        // A staleness marker (NaN) or an infinity reaches the engine by remote_write.
+        let c = WindowConfig { sketch: Some(SketchConfig::default()), ..config() };
+        let mut w = Windows::new(&c);
+        for (i, v) in [1.0, f64::NAN, f64::INFINITY, 2.0, f64::NEG_INFINITY].into_iter().enumerate() {
+            w.add(&point("a", (5 + i as i64) * S, v));
+            w.add(&point("stale", (5 + i as i64) * S, f64::NAN));
+        }
+        let out: Vec<Rollup> = flush(&mut w).into_iter().filter(|r| &*r.field == "usage").collect();
+        assert_eq!(out.len(), 4, "1m and 5m of each series: {out:?}");
+        for r in &out {
+            assert_eq!(r.aggregate.count, 5);
+            if r.series.tag("host") == Some("stale") {
+                assert_eq!(r.sketch, "", "no value to sketch");
+            } else {
+                let sketch = yaffle_store::sketch::decode(&r.sketch).unwrap();
+                assert_eq!((sketch.count(), sketch.min(), sketch.max()), (2, Some(1.0), Some(2.0)));
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The rollups' `sketch` column: a DDSketch in DataDog's binary encoding (that of sketches-java's
 //! `DDSketchWithExactSummaryStatistics`, which `sketches-ddsketch` writes and reads), in standard
 //! base64, empty when sketches are off. Only the bins holding values are written: a minute of a 10 s
-//! scrape takes about 80 characters.
+//! scrape takes about 80 characters. The downsampler writes a window's few values with
+//! [`encode_values`], the same text without building the crate's sketch.
 //!
 //! SQL on the embedded store reads it with the aggregate `sketch_quantile(sketch, q)`: the `q`
 //! quantile (a constant, 0 to 1) of the values of every row it aggregates, their sketches merged,

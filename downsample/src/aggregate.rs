@@ -28,7 +28,7 @@ impl SketchConfig {
 
     /// The settings as the sketch crate takes them.
     pub fn ddsketch_config(&self) -> Config {
-        yaffle_store::sketch::config(self.relative_accuracy, self.max_bins)
+        sketch::config(self.relative_accuracy, self.max_bins)
     }
 
     fn sketch_of(&self, values: &[f64]) -> DDSketch {

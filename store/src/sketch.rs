@@ -30,11 +30,6 @@ pub fn config(relative_accuracy: f64, max_bins: u32) -> Config {
     Config::new(relative_accuracy, max_bins, 1e-9)
 }
 
-/// An empty sketch of [`config`]'s settings.
-pub fn new_sketch(relative_accuracy: f64, max_bins: u32) -> DDSketch {
-    DDSketch::new(config(relative_accuracy, max_bins))
-}
-
 /// Values [`encode_values`] writes without building a sketch; more go through one.
 const FEW: usize = 256;
 
@@ -274,7 +269,7 @@ mod tests {
 
     #[test]
     fn a_stored_sketch_is_the_datadog_binary_form_in_base64_and_decodes_to_the_same_sketch() {
-        let mut sketch = new_sketch(0.01, 2048);
+        let mut sketch = DDSketch::new(config(0.01, 2048));
         [12.5, 13.0, 0.0, -4.0, 250.0, 13.1].iter().for_each(|&v| sketch.add(v));
         let stored = encode(&sketch);
         // Only the bins holding values are written: a minute of a 10 s scrape takes about a hundred
@@ -310,7 +305,7 @@ mod tests {
             accuracy in 0.001..0.2f64,
             max_bins in proptest::prop_oneof![1..8u32, 100..300u32, proptest::strategy::Just(2048u32)],
         ) {
-            let mut sketch = new_sketch(accuracy, max_bins);
+            let mut sketch = DDSketch::new(config(accuracy, max_bins));
             values.iter().for_each(|&v| sketch.add(v));
             proptest::prop_assert_eq!(encode_values(&values, &config(accuracy, max_bins)), encode(&sketch));
         }

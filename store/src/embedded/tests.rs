@@ -199,7 +199,7 @@ async fn sql_answers_quantiles_from_the_rollups_sketches_merged_over_rows() {
     let store = open(dir.path()).await;
     let minute = 60_000_000_000;
     let with_values = |host: &str, start: i64, values: std::ops::Range<u32>| {
-        let mut sketch = crate::sketch::new_sketch(0.01, 2048);
+        let mut sketch = sketches_ddsketch::DDSketch::new(crate::sketch::config(0.01, 2048));
         values.clone().for_each(|v| sketch.add(v as f64));
         RollupRow { sketch: crate::sketch::encode(&sketch), ..rollup(host, start, values.len() as u64, 1) }
     };

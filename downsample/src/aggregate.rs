@@ -32,9 +32,7 @@ impl SketchConfig {
     }
 
     fn sketch_of(&self, values: &[f64]) -> DDSketch {
-        let mut sketch = self.new_sketch();
-        values.iter().for_each(|&v| sketch.add(v));
-        sketch
+        sketch::sketch_of(values, &self.ddsketch_config())
     }
 }
 

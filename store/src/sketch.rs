@@ -20,6 +20,8 @@ use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::logical_expr::{Accumulator, AggregateUDF, Volatility, create_udaf};
 use sketches_ddsketch::{Config, DDSketch};
 
+use crate::clickhouse::varint;
+
 /// The SQL name of the quantile aggregate.
 pub const QUANTILE: &str = "sketch_quantile";
 
@@ -30,6 +32,13 @@ pub fn config(relative_accuracy: f64, max_bins: u32) -> Config {
     Config::new(relative_accuracy, max_bins, 1e-9)
 }
 
+/// A sketch of `values`, added in this order.
+pub fn sketch_of(values: &[f64], config: &Config) -> DDSketch {
+    let mut sketch = DDSketch::new(*config);
+    values.iter().for_each(|&v| sketch.add(v));
+    sketch
+}
+
 /// Values [`encode_values`] writes without building a sketch; more go through one.
 const FEW: usize = 256;
 
@@ -38,11 +47,7 @@ const FEW: usize = 256;
 /// values' keys, sorted, instead of building the crate's sketch, whose dense store allocates and
 /// clears 128 bins or more to hold six values; the bins, keys and summary are the same.
 pub fn encode_values(values: &[f64], config: &Config) -> String {
-    let sketched = || {
-        let mut sketch = DDSketch::new(*config);
-        values.iter().for_each(|&v| sketch.add(v));
-        encode(&sketch)
-    };
+    let sketched = || encode(&sketch_of(values, config));
     if values.len() > FEW {
         return sketched();
     }
@@ -120,34 +125,21 @@ impl Flag {
 }
 
 /// A store's bins from its values' sorted keys: how many, then each bin's key (as the difference
-/// from the previous, zigzag) and count.
+/// from the previous, zigzag) and count. DataDog's unsigned varint is LEB128 but for a ninth byte
+/// holding eight bits, from 2^56 on, which neither a bin count nor a zigzagged i32 key delta reaches.
 fn bins(out: &mut Vec<u8>, sorted_keys: &[i32], flag: u8) {
     if sorted_keys.is_empty() {
         return;
     }
     out.push(flag);
-    var_long(out, sorted_keys.chunk_by(|a, b| a == b).count() as u64);
+    varint(out, sorted_keys.chunk_by(|a, b| a == b).count() as u64);
     let mut previous = 0i64;
     for run in sorted_keys.chunk_by(|a, b| a == b) {
         let delta = i64::from(run[0]) - previous;
-        var_long(out, ((delta << 1) ^ (delta >> 63)) as u64);
+        varint(out, ((delta << 1) ^ (delta >> 63)) as u64);
         var_double(out, run.len() as f64);
         previous = i64::from(run[0]);
     }
-}
-
-/// An unsigned integer, seven bits a byte from the lowest, the high bit saying more follow; a ninth
-/// byte, if needed, holds its last eight bits.
-fn var_long(out: &mut Vec<u8>, mut value: u64) {
-    for _ in 0..8 {
-        if value < 0x80 {
-            out.push(value as u8);
-            return;
-        }
-        out.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
 }
 
 /// A double as DataDog's variable-length form: the bits of `value + 1` less those of 1, rotated left

@@ -50,6 +50,7 @@ use yaffle_core::strategy::Distribution;
 
 pub use config::{ClickHouseConfig, MissingShard};
 pub use ddl::{Ddl, ServerVersion};
+pub(crate) use rows::varint;
 pub use rows::{Block, BlockBuilder};
 
 use crate::{QueryResult, RollupRow, Store, StoreError};

@@ -133,8 +133,8 @@ fn string(b: &mut Vec<u8>, s: &str) {
     b.extend_from_slice(s.as_bytes());
 }
 
-/// Unsigned LEB128, RowBinary's length prefix.
-fn varint(b: &mut Vec<u8>, mut v: u64) {
+/// Unsigned LEB128: RowBinary's length prefix, and the sketch encoding's integers.
+pub(crate) fn varint(b: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         b.push((v as u8) | 0x80);
         v >>= 7;

@@ -1,5 +1,8 @@
 //! The downsampling engine on one core: values per second and state bytes per series at 100K and 1M
-//! series, sketch off and on, live (emitting) and replaying (rebuilding windows, as after a crash).
+//! series, sketch off and on, live (emitting) and replaying (rebuilding windows, as after a crash: the
+//! partition is assigned with the watermark its previous owner emitted through, the last step's, as
+//! recorded with that owner's commit, so values whose finer windows it emitted go straight to the
+//! coarser windows still open).
 //!
 //! `cargo bench -p yaffle-downsample --bench worker [-- --quick] [-- "1000000 off live"]` (harness-less:
 //! whole runs, not micro-samples; `--quick` runs 8 steps, `--steps=N` N steps (370 close a 1h window),
@@ -99,7 +102,9 @@ fn run(n: usize, sketch: bool, replaying: bool, steps: i64) -> Run {
     let t0 = 1_767_225_600 * S; // 2026-01-01T00:00:00Z, aligned to the hour
     let base = LIVE.load(Ordering::Relaxed);
     let mut engine = Engine::new(config, Arc::new(Metrics::default()));
-    engine.assign(0, None);
+    // A rebuild replays up to the previous owner's commit, which recorded the watermark it had emitted
+    // through: the run's last step.
+    engine.assign(0, replaying.then_some(t0 + (steps - 1) * 10 * S));
     let (mut busy, mut values, mut peak) = (Duration::ZERO, 0u64, 0isize);
     for s in 0..steps {
         let batches = step(&keys, t0 + s * 10 * S, s);

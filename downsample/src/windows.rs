@@ -740,6 +740,14 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_level_remembers_its_last_window_without_mistaking_the_next() {
+        let mut level = Level::new(60 * S);
+        for ts in [0, 59 * S, 60 * S, 59 * S, -1, -60 * S, -60 * S - 1, 0, 3_600 * S + 5, i64::MAX - 1] {
+            assert_eq!(level.start_of(ts), level.start(ts), "at {ts}");
+        }
+    }
+
     fn advance(w: &mut Windows) -> Vec<Rollup> {
         let mut out = Vec::new();
         w.advance(&mut |r| out.push(r));

@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 use yaffle_alert::AlertConfig;
 use yaffle_downsample::DownsampleConfig;
 use yaffle_ingest::config::{AuthConfig, HttpConfig, LimitsConfig};
-use yaffle_ingest::log::LogConfig;
 use yaffle_ingest::sinks::alert::AlertSinkConfig;
 use yaffle_ingest::sinks::clickhouse::ClickHouseSinkConfig;
 use yaffle_ingest::sinks::kafka::KafkaSinkConfig;
 use yaffle_ingest::sinks::store::StoreSinkConfig;
+use yaffle_log::LogConfig;
 use yaffle_store::clickhouse::ClickHouseConfig;
 use yaffle_store::embedded::EmbeddedConfig;
 

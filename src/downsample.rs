@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use yaffle_downsample::backfill::{self, Request, Target};
 use yaffle_downsample::kafka::{commit_metadata, parse_metadata, run_worker};
 use yaffle_downsample::{DownsampleConfig, Engine, Metrics};
-use yaffle_ingest::log::{CursorName, Log};
+use yaffle_log::{CursorName, Log};
 use yaffle_store::Store;
 
 use crate::config::Config;

@@ -6,12 +6,12 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use yaffle_ingest::Metrics;
 use yaffle_ingest::http::{self, AppState};
-use yaffle_ingest::log::{Log, now_ns};
 use yaffle_ingest::schema::FieldTypes;
 use yaffle_ingest::sinks::alert::AlertSink;
 use yaffle_ingest::sinks::clickhouse::ClickHouseSink;
 use yaffle_ingest::sinks::kafka::KafkaSink;
 use yaffle_ingest::sinks::store::StoreSink;
+use yaffle_log::{Log, now_ns};
 use yaffle_store::Store;
 use yaffle_store::clickhouse::ClickHouseStore;
 use yaffle_store::embedded::EmbeddedStore;
@@ -32,7 +32,7 @@ pub(crate) async fn run(mut config: Config) -> Result<(), String> {
     std::fs::create_dir_all(data_dir).map_err(|e| format!("creating data_dir {}: {e}", data_dir.display()))?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
-    let log = Arc::new(Log::open(data_dir, &config.log, Arc::clone(&metrics)).map_err(|e| e.to_string())?);
+    let log = Arc::new(Log::open(data_dir, &config.log, Arc::clone(&metrics.log)).map_err(|e| e.to_string())?);
     let field_types = Arc::new(FieldTypes::open(&data_dir.join("field_types.jsonl")).map_err(|e| e.to_string())?);
 
     let (stop, stopped) = watch::channel(false);

@@ -2,8 +2,8 @@
 //!
 //! | route | what |
 //! | --- | --- |
-//! | `POST /api/v1/push` | a batch in the Yaffle batch codec, from ingest's alert sink; answers [`Status`] |
-//! | `GET /api/v1/status` | [`Status`] |
+//! | `POST /api/v1/push` | a batch in the Yaffle batch codec, from ingest's alert sink; answers [`Status`](crate::service::Status) |
+//! | `GET /api/v1/status` | [`Status`](crate::service::Status) |
 //! | `GET /api/v1/rules` | Prometheus' rules API shape (Grafana lists them) |
 //! | `GET /api/v1/alerts` | Prometheus' alerts API shape |
 //! | `POST /-/reload` | reload the rule files (also on SIGHUP and when a file changes) |

@@ -7,12 +7,14 @@
 //! - [`line_protocol`] and [`remote_write`]: the two push formats, parsed without async and with errors
 //!   that say where (line, column) and what.
 //! - [`strategy`]: the distribution strategies every router uses (shards, partitions, evaluators).
+//! - [`ErrorStatus`]: the HTTP status and retryability every crate's error reports.
 //! - [`tsbs`]: a generator of TSBS cpu-only shaped data for benchmarks and tests.
 //!
 //! Guarantees: [`SeriesKey::id`] never changes for a given key (pinned by tests); [`Batch::decode`]
 //! returns exactly what [`Batch::encode`] was given and never panics on corrupt input.
 
 pub mod batch;
+pub mod error;
 mod escape;
 pub mod line_protocol;
 pub mod point;
@@ -22,5 +24,6 @@ pub mod strategy;
 pub mod tsbs;
 
 pub use batch::Batch;
+pub use error::ErrorStatus;
 pub use point::{FieldType, FieldValue, Point};
 pub use series::{SeriesId, SeriesKey};

@@ -20,8 +20,8 @@ use tokio::sync::watch;
 use yaffle_core::tsbs::FIELDS;
 use yaffle_core::{Batch, Point};
 use yaffle_ingest::Metrics;
-use yaffle_ingest::log::{CursorName, Log, LogConfig};
 use yaffle_ingest::sinks::clickhouse::{ClickHouseSink, ClickHouseSinkConfig};
+use yaffle_log::{CursorName, Log, LogConfig};
 use yaffle_store::clickhouse::ClickHouseStore;
 use yaffle_store::clickhouse::testing::fresh_config;
 
@@ -107,7 +107,7 @@ async fn run_sink(points: &[Point]) -> (f64, f64) {
     let store = Arc::new(ClickHouseStore::new(&config).unwrap());
     store.init().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(Log::open(dir.path(), &LogConfig::default(), Arc::new(Metrics::default())).unwrap());
+    let log = Arc::new(Log::open(dir.path(), &LogConfig::default(), Default::default()).unwrap());
     for chunk in points.chunks(1_000) {
         log.append(Batch::new(chunk.to_vec()).encode()).await.unwrap();
     }

@@ -26,8 +26,8 @@ use tokio::sync::watch;
 use yaffle_core::tsbs::FIELDS;
 use yaffle_core::{Batch, Point};
 use yaffle_ingest::Metrics;
-use yaffle_ingest::log::{CursorName, Log, LogConfig};
 use yaffle_ingest::sinks::kafka::{Compression, KafkaSink, KafkaSinkConfig};
+use yaffle_log::{CursorName, Log, LogConfig};
 
 #[path = "../../tests/peers/kafka.rs"]
 mod peer;
@@ -88,7 +88,7 @@ async fn run_sink(brokers: &str, topic: &str, points: &[Point]) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let mut log_config = LogConfig::default();
     log_config.cursors.kafka.enabled = true;
-    let log = Arc::new(Log::open(dir.path(), &log_config, Arc::new(Metrics::default())).unwrap());
+    let log = Arc::new(Log::open(dir.path(), &log_config, Default::default()).unwrap());
     for chunk in points.chunks(1_000) {
         log.append(Batch::new(chunk.to_vec()).encode()).await.unwrap();
     }

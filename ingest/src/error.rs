@@ -1,6 +1,7 @@
 //! Ingest errors. Each knows the HTTP status it is answered with and whether a retry can help.
 
-use crate::log::CursorName;
+use yaffle_core::ErrorStatus;
+use yaffle_log::LogError;
 
 /// Why ingest could not do something.
 #[derive(Debug, thiserror::Error)]
@@ -17,26 +18,16 @@ pub enum IngestError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The log writer failed to write.
-    #[error("log write failed: {0}")]
-    LogWrite(String),
-    /// A record could not be read back.
-    #[error("log corrupt at position {position}: {reason}")]
+    /// The durable log refused or failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A log record's payload is not a batch.
+    #[error("log record at position {position} does not decode: {reason}")]
     LogCorrupt {
         /// Where.
         position: u64,
         /// What.
         reason: String,
-    },
-    /// A `block` cursor is over its disk budget.
-    #[error("the {cursor} sink is {lag} bytes behind, over its disk budget of {budget} bytes; retry later")]
-    Backpressure {
-        /// The cursor.
-        cursor: CursorName,
-        /// How far behind it is.
-        lag: u64,
-        /// Its budget.
-        budget: u64,
     },
     /// A sink's persisted state cannot be read.
     #[error("sink state: {0}")]
@@ -46,26 +37,25 @@ pub enum IngestError {
     ShuttingDown,
 }
 
-impl IngestError {
-    /// The HTTP status to answer with.
-    pub fn http_status(&self) -> u16 {
+impl ErrorStatus for IngestError {
+    fn http_status(&self) -> u16 {
         match self {
-            IngestError::Backpressure { .. } | IngestError::ShuttingDown => 503,
+            IngestError::Log(e) => e.http_status(),
+            IngestError::ShuttingDown => 503,
             _ => 500,
         }
     }
 
-    /// Whether the same request can succeed later.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            IngestError::Backpressure { .. }
-                | IngestError::ShuttingDown
-                | IngestError::Io { .. }
-                | IngestError::LogWrite(_)
-        )
+    fn is_retryable(&self) -> bool {
+        match self {
+            IngestError::Log(e) => e.is_retryable(),
+            IngestError::ShuttingDown | IngestError::Io { .. } => true,
+            _ => false,
+        }
     }
+}
 
+impl IngestError {
     pub(crate) fn io(path: impl AsRef<std::path::Path>) -> impl FnOnce(std::io::Error) -> IngestError {
         let path = path.as_ref().display().to_string();
         move |source| IngestError::Io { path, source }

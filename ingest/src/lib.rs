@@ -1,6 +1,6 @@
 //! Yaffle ingest: the HTTP write API, the durable log, and the sinks that read it.
 //!
-//! A write is parsed completely and validated ([`http`]), appended to the local [`log`] and only then
+//! A write is parsed completely and validated ([`http`]), appended to the local durable log ([`yaffle_log`]) and only then
 //! acknowledged. Each sink reads the log through its own named cursor, so a sink whose destination is
 //! down only falls behind; the others and ingest carry on ([`sinks`]).
 //!
@@ -11,7 +11,6 @@
 pub mod config;
 pub mod error;
 pub mod http;
-pub mod log;
 pub mod metrics;
 pub mod schema;
 pub mod sinks;

@@ -6,7 +6,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::log::CursorName;
+use std::sync::Arc;
+
+use yaffle_log::LogMetrics;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct EndpointLabels {
@@ -23,11 +25,6 @@ pub(crate) struct RequestLabels {
 pub(crate) struct RejectLabels {
     pub(crate) endpoint: &'static str,
     pub(crate) reason: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct CursorLabels {
-    pub(crate) cursor: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -49,16 +46,8 @@ pub struct Metrics {
     pub(crate) points: Family<EndpointLabels, Counter>,
     pub(crate) rejected_points: Family<RejectLabels, Counter>,
     pub(crate) request_bytes: Family<EndpointLabels, Counter>,
-    pub(crate) log_appends: Counter,
-    pub(crate) log_bytes: Counter,
-    pub(crate) log_fsyncs: Counter,
-    pub(crate) log_errors: Counter,
-    pub(crate) log_end: Gauge,
-    pub(crate) log_segments: Gauge,
-    cursor_position: Family<CursorLabels, Gauge>,
-    cursor_lag: Family<CursorLabels, Gauge>,
-    cursor_dropped_bytes: Family<CursorLabels, Counter>,
-    cursor_blocked: Family<CursorLabels, Counter>,
+    /// The durable log's metrics (`yaffle_log_*`), registered beside these.
+    pub log: Arc<LogMetrics>,
     pub(crate) store_points: Counter,
     pub(crate) store_flushes: Counter,
     pub(crate) store_errors: Counter,
@@ -79,34 +68,12 @@ pub struct Metrics {
 impl Metrics {
     /// Creates the metrics and registers them under `yaffle_ingest_`.
     pub fn new(registry: &mut Registry) -> Self {
-        let m = Self::default();
+        let m = Self { log: Arc::new(LogMetrics::new(registry)), ..Self::default() };
         let r = registry.sub_registry_with_prefix("yaffle_ingest");
         r.register("requests", "HTTP requests by endpoint and status", m.requests.clone());
         r.register("points", "Points accepted and appended to the log", m.points.clone());
         r.register("rejected_points", "Points rejected, by reason", m.rejected_points.clone());
         r.register("request_bytes", "Request body bytes received (before decompression)", m.request_bytes.clone());
-        r.register("log_appends", "Records appended to the durable log", m.log_appends.clone());
-        r.register("log_bytes", "Bytes appended to the durable log", m.log_bytes.clone());
-        r.register("log_fsyncs", "fsync calls on the durable log", m.log_fsyncs.clone());
-        r.register("log_errors", "Durable log write or fsync failures", m.log_errors.clone());
-        r.register("log_end_position", "End position of the durable log in bytes", m.log_end.clone());
-        r.register("log_segments", "Segment files of the durable log on disk", m.log_segments.clone());
-        r.register("cursor_position", "Committed position of each sink's cursor", m.cursor_position.clone());
-        r.register(
-            "cursor_lag_bytes",
-            "How far each enabled cursor is behind the end of the log",
-            m.cursor_lag.clone(),
-        );
-        r.register(
-            "cursor_dropped_bytes",
-            "Log bytes a drop_oldest cursor skipped over its budget",
-            m.cursor_dropped_bytes.clone(),
-        );
-        r.register(
-            "cursor_blocked",
-            "Writes refused because a block cursor was over its budget",
-            m.cursor_blocked.clone(),
-        );
         r.register("store_sink_points", "Points written to the store by the store sink", m.store_points.clone());
         r.register("store_sink_flushes", "Store sink flushes", m.store_flushes.clone());
         r.register("store_sink_errors", "Store sink write failures (retried)", m.store_errors.clone());
@@ -131,21 +98,5 @@ impl Metrics {
         r.register("kafka_sink_bytes", "Message bytes acknowledged, before compression", m.kafka_bytes.clone());
         r.register("kafka_sink_errors", "Failed message deliveries (retried)", m.kafka_errors.clone());
         m
-    }
-
-    pub(crate) fn cursor_position(&self, c: CursorName) -> Gauge {
-        self.cursor_position.get_or_create(&CursorLabels { cursor: c.as_str() }).clone()
-    }
-
-    pub(crate) fn cursor_lag(&self, c: CursorName) -> Gauge {
-        self.cursor_lag.get_or_create(&CursorLabels { cursor: c.as_str() }).clone()
-    }
-
-    pub(crate) fn cursor_dropped_bytes(&self, c: CursorName) -> Counter {
-        self.cursor_dropped_bytes.get_or_create(&CursorLabels { cursor: c.as_str() }).clone()
-    }
-
-    pub(crate) fn cursor_blocked(&self, c: CursorName) -> Counter {
-        self.cursor_blocked.get_or_create(&CursorLabels { cursor: c.as_str() }).clone()
     }
 }

@@ -1,5 +1,5 @@
 //! The PromQL subset evaluated on the stream: parsing (with `promql-parser`), checking that an
-//! expression stays inside the subset, and evaluation at an instant over the [`SeriesStore`].
+//! expression stays inside the subset, and evaluation at an instant over the in-memory series store.
 //!
 //! | PromQL | here |
 //! | --- | --- |

@@ -8,7 +8,7 @@
 //! | `GET,HEAD /ping` | 204 with `X-Influxdb-Version`, as InfluxDB answers |
 //! | `GET,POST /query` | `CREATE DATABASE` succeeds (a no-op: databases exist when written to); other InfluxQL gets 501 |
 //! | `GET,POST /api/v1/sql` | SQL over the store: `q` (or the POST body), `format=json|csv|table` |
-//! | `GET /health` | 200 with a JSON status |
+//! | `GET /health` | 200 with a JSON status; 503 naming the cause once the log refuses writes (a failed fsync) |
 //! | `GET /metrics` | Prometheus text format |
 //!
 //! Writes answer 204 only after the batch is in the durable log. Bad lines are reported as InfluxDB
@@ -32,9 +32,9 @@ use prometheus_client::registry::Registry;
 use yaffle_store::Store;
 
 use crate::config::{AuthConfig, HttpConfig, LimitsConfig};
-use crate::log::Log;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::schema::FieldTypes;
+use yaffle_log::Log;
 
 /// The InfluxDB version reported by `/ping`: the 1.x API level Yaffle implements, so clients that
 /// check it choose the right protocol.
@@ -97,14 +97,18 @@ async fn ping() -> Response {
 }
 
 async fn health(State(s): State<AppState>) -> Response {
+    let (status, state, message) = match s.log.health() {
+        Ok(()) => (StatusCode::OK, "pass", "ready for queries and writes".to_string()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, "fail", e.to_string()),
+    };
     let body = serde_json::json!({
         "name": "yaffle",
-        "status": "pass",
-        "message": "ready for queries and writes",
+        "status": state,
+        "message": message,
         "version": env!("CARGO_PKG_VERSION"),
         "log_end": s.log.end(),
     });
-    (StatusCode::OK, axum::Json(body)).into_response()
+    (status, axum::Json(body)).into_response()
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
@@ -153,7 +157,7 @@ fn v2_code(status: StatusCode) -> &'static str {
         StatusCode::UNAUTHORIZED => "unauthorized",
         StatusCode::PAYLOAD_TOO_LARGE => "request too large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported media type",
-        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::INSUFFICIENT_STORAGE => "unavailable",
         StatusCode::NOT_IMPLEMENTED => "not implemented",
         _ => "internal error",
     }

@@ -14,8 +14,9 @@ use yaffle_core::remote_write::{Label, Sample, TimeSeries, WriteRequest};
 use yaffle_store::embedded::{EmbeddedConfig, EmbeddedStore};
 
 use super::*;
-use crate::log::LogConfig;
 use crate::sinks::store::{StoreSink, StoreSinkConfig};
+use yaffle_log::LogConfig;
+use yaffle_log::durable::{OsStorage, Storage};
 
 struct Harness {
     state: AppState,
@@ -24,10 +25,20 @@ struct Harness {
 }
 
 async fn harness_with(limits: LimitsConfig, auth: AuthConfig) -> Harness {
+    harness_on(limits, auth, &LogConfig::default(), Arc::new(OsStorage)).await
+}
+
+/// A harness whose log has `log_config` and makes its file-system calls through `storage`.
+async fn harness_on(
+    limits: LimitsConfig,
+    auth: AuthConfig,
+    log_config: &LogConfig,
+    storage: Arc<dyn Storage>,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
-    let log = Arc::new(Log::open(dir.path(), &LogConfig::default(), Arc::clone(&metrics)).unwrap());
+    let log = Arc::new(Log::open_with(dir.path(), log_config, Arc::clone(&metrics.log), storage).unwrap());
     let store = Arc::new(EmbeddedStore::open(dir.path(), &EmbeddedConfig::default()).await.unwrap());
     let field_types = Arc::new(FieldTypes::open(&dir.path().join("fields.jsonl")).unwrap());
     let (stop, stopped) = watch::channel(false);
@@ -291,4 +302,56 @@ async fn sql_formats_and_errors() {
     assert!(bad.json()["error"].as_str().unwrap().contains("nope"));
     let missing = send(&h, Request::get("/api/v1/sql").body(Body::empty()).unwrap()).await;
     assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_request_larger_than_the_largest_log_record_gets_413_and_nothing_of_it_is_kept() {
+    let log_config = LogConfig { max_record_bytes: ByteSize::kib(4), ..LogConfig::default() };
+    let h = harness_on(LimitsConfig::default(), AuthConfig::default(), &log_config, Arc::new(OsStorage)).await;
+    let big: String = (0..400).map(|i| format!("cpu,host=h{i} usage={i} 1700000000\n")).collect();
+    let r = send(&h, post("/write?db=big&precision=s", big)).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert!(r.json()["error"].as_str().unwrap().contains("exceeds log.max_record_bytes (4096 bytes)"), "{}", r.body);
+    let r = send(&h, post("/write?db=big&precision=s", "cpu,host=small usage=1 1700000000")).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    wait_rows(&h, "database = 'big'", 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_rows(&h, "database = 'big'", 1).await;
+}
+
+/// The real file system, with fsync failing once `failing` is set.
+#[derive(Debug, Default)]
+struct FailingFsync {
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl Storage for FailingFsync {
+    fn sync_file(&self, file: &std::fs::File) -> std::io::Result<()> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(5));
+        }
+        file.sync_data()
+    }
+}
+
+#[tokio::test]
+async fn a_failed_fsync_answers_503_naming_it_and_health_fails_until_restart() {
+    let storage = Arc::new(FailingFsync::default());
+    let h = harness_on(LimitsConfig::default(), AuthConfig::default(), &LogConfig::default(), storage.clone()).await;
+    let r = send(&h, post("/write?db=d", "m v=1 1")).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    storage.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..2 {
+        let r = send(&h, post("/write?db=d", "m v=2 2")).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+        assert!(r.json()["error"].as_str().unwrap().contains("since an fsync failed"), "{}", r.body);
+        storage.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+    let health = send(&h, Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(health.json()["status"], "fail");
+    assert!(health.json()["message"].as_str().unwrap().contains("Input/output error"), "{}", health.body);
+    let metrics = send(&h, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert!(metrics.body.contains("yaffle_log_poisoned 1"), "{}", metrics.body);
+    wait_rows(&h, "database = 'd'", 1).await;
 }

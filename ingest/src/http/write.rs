@@ -9,12 +9,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tracing::instrument;
 use yaffle_core::line_protocol::{Line, Parser, Precision, SeriesCache};
-use yaffle_core::{Batch, Point, remote_write};
+use yaffle_core::{Batch, ErrorStatus, Point, remote_write};
 
 use super::{AppState, Dialect, auth, count, error_response};
 use crate::config::LimitsConfig;
-use crate::log::now_ns;
 use crate::metrics::{EndpointLabels, RejectLabels};
+use yaffle_log::{LogError, now_ns};
 
 /// Bodies larger than this are parsed on the blocking pool, off the async workers.
 const INLINE_PARSE_BYTES: usize = 256 << 10;
@@ -128,7 +128,7 @@ async fn store_points(
     points: Vec<Point>,
     mut errors: Vec<String>,
 ) -> Response {
-    let conflicts = match s.field_types.check(&points) {
+    let conflicts = match s.field_types.check(&points).await {
         Ok(c) => c,
         Err(e) => return error_response(dialect, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
@@ -150,6 +150,12 @@ async fn store_points(
         let n = kept.len() as u64;
         if let Err(e) = s.log.append(Batch::new(kept).encode()).await {
             tracing::warn!(error = %e, "write refused by the log");
+            let reason = match e {
+                LogError::RecordTooLarge { .. } => "too_large",
+                LogError::Backpressure { .. } => "backpressure",
+                _ => "log",
+            };
+            s.metrics.rejected_points.get_or_create(&RejectLabels { endpoint, reason }).inc_by(n);
             return error_response(
                 dialect,
                 StatusCode::from_u16(e.http_status()).expect("valid status"),

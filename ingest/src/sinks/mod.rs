@@ -43,19 +43,12 @@ pub(crate) async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receive
     }
 }
 
-/// Writes `value` as JSON to `path` atomically (temporary file, fsync, rename): a crash leaves the old
-/// or the new content, never a torn file.
+/// Writes `value` as JSON to `path` atomically ([`yaffle_log::durable::write_atomically`]): a crash
+/// leaves the old or the new content, never a torn file, and a completed write survives a power cut.
 pub(crate) fn save_json<T: serde::Serialize>(
     path: &std::path::Path,
     value: &T,
 ) -> Result<(), crate::error::IngestError> {
-    use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(value).expect("progress serializes"))?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(crate::error::IngestError::io(path))
+    let bytes = serde_json::to_vec(value).expect("progress serializes");
+    yaffle_log::durable::write_atomically(path, &bytes).map_err(crate::error::IngestError::io(path))
 }

@@ -11,7 +11,7 @@ use yaffle_core::{FieldValue, Point, SeriesKey};
 
 use crate::rollups::RollupRow;
 
-/// Rows for one shard's `points_local`, encoded as RowBinary in [`super::ddl::POINTS_COLUMNS`] order.
+/// Rows for one shard's `points_local`, encoded as RowBinary in the column order of `points_local`.
 #[derive(Debug, Default)]
 pub struct BlockBuilder {
     buf: Vec<u8>,

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -265,7 +264,8 @@ fn remove_rows_in(path: &Path, from_ns: i64, to_ns: i64) -> Result<(), StoreErro
         return fs::remove_file(path).map_err(StoreError::io(path));
     }
     write_parquet(&tmp_path(path), &batch)?;
-    fs::rename(tmp_path(path), path).map_err(StoreError::io(path))
+    fs::rename(tmp_path(path), path).map_err(StoreError::io(path))?;
+    sync_dir(path.parent().expect("file has a parent"))
 }
 
 /// `(dir, resolution in seconds)` of each `rollups/<n>s` directory.
@@ -298,16 +298,11 @@ fn drop_partitions_before(dir: &Path, partition_ns: i64, cutoff_ns: i64) -> Resu
 
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new content.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = tmp_path(path);
-    let mut f = File::create(&tmp).map_err(StoreError::io(&tmp))?;
-    f.write_all(bytes).map_err(StoreError::io(&tmp))?;
-    f.sync_all().map_err(StoreError::io(&tmp))?;
-    fs::rename(&tmp, path).map_err(StoreError::io(path))?;
-    sync_dir(path.parent().expect("file has a parent"))
+    yaffle_log::durable::write_atomically(path, bytes).map_err(StoreError::io(path))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io(dir))
+    yaffle_log::durable::sync_dir(dir).map_err(StoreError::io(dir))
 }
 
 fn tmp_path(path: &Path) -> PathBuf {

@@ -127,7 +127,7 @@ impl EmbeddedStore {
     }
 
     /// Opens an existing store for queries only, touching no file: safe while a server writes to it.
-    /// [`Store::write_points`] and retention must not be called on it.
+    /// [`PositionedStore::write_points`] and retention must not be called on it.
     pub async fn open_read_only(data_dir: &Path, config: &EmbeddedConfig) -> Result<Self, StoreError> {
         let root = data_dir.join(&config.dir);
         if !root.join(POINTS_TABLE).is_dir() {

@@ -13,9 +13,9 @@ use yaffle_core::strategy::Distribution;
 use super::config::AlertSinkConfig;
 use super::destination::{Ack, Destination};
 use crate::error::IngestError;
-use crate::log::{CursorName, Log, Record};
 use crate::metrics::{Metrics, ReplicaLabels};
 use crate::sinks::{Backoff, save_json, sleep_or_shutdown};
+use yaffle_log::{CursorName, Log, Record};
 
 /// How often a replica's progress is persisted and the log cursor moved.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
@@ -199,7 +199,7 @@ impl ReplicaTask {
 
     /// Records the instance that answered; when it is not the one the points went to, seeks back to
     /// the rebuild position and returns true.
-    fn adopt(&mut self, ack: &Ack, reader: &mut crate::log::LogReader) -> bool {
+    fn adopt(&mut self, ack: &Ack, reader: &mut yaffle_log::LogReader) -> bool {
         let restarted = self.progress.instance.as_deref().is_some_and(|i| i != ack.instance);
         self.progress.instance = Some(ack.instance.clone());
         if restarted {
@@ -235,6 +235,6 @@ impl ReplicaTask {
             positions[self.slot] = self.progress.rebuild_from;
             positions.iter().copied().min().expect("at least one replica")
         };
-        self.log.commit(CursorName::Alert, oldest)
+        Ok(self.log.commit(CursorName::Alert, oldest)?)
     }
 }

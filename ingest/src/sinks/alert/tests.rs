@@ -9,8 +9,8 @@ use tokio::sync::watch;
 use yaffle_core::{Batch, FieldValue, Point, SeriesKey};
 
 use super::*;
-use crate::log::{CursorName, Log, LogConfig};
 use crate::metrics::Metrics;
+use yaffle_log::{CursorName, Log, LogConfig};
 
 /// Records what it receives; can be down, and can restart (new instance, empty state).
 #[derive(Debug)]
@@ -97,7 +97,7 @@ async fn routes_by_measurement_replicas_progress_alone_and_restarts_replay() {
     let mut log_config = LogConfig::default();
     log_config.cursors.alert.enabled = true;
     let metrics = Arc::new(Metrics::default());
-    let log = Arc::new(Log::open(dir.path(), &log_config, Arc::clone(&metrics)).unwrap());
+    let log = Arc::new(Log::open(dir.path(), &log_config, Arc::clone(&metrics.log)).unwrap());
     let measurements = ["cpu", "mem", "disk", "net", "swap", "load"];
     for t in 0..10 {
         log.append(batch(&measurements, t)).await.unwrap();

@@ -13,9 +13,9 @@ use yaffle_store::clickhouse::{Block, BlockBuilder, ClickHouseStore};
 use super::ClickHouseSinkConfig;
 use super::progress::ProgressFile;
 use crate::error::IngestError;
-use crate::log::{CursorName, Log, LogReader};
 use crate::metrics::{Metrics, ShardLabels};
 use crate::sinks::{Backoff, sleep_or_shutdown};
+use yaffle_log::{CursorName, Log, LogError, LogReader};
 
 /// Delivers the log to a ClickHouse cluster, one task per shard.
 #[derive(Debug)]
@@ -141,7 +141,7 @@ impl Inner {
                             end = r.next;
                             since.get_or_insert_with(Instant::now);
                         },
-                        Err(IngestError::ShuttingDown) => return Ok(()),
+                        Err(LogError::ShuttingDown) => return Ok(()),
                         Err(e) => {
                             tracing::error!(error = %e, "reading the log failed");
                             if sleep_or_shutdown(self.config.retry_max, &mut shutdown).await {
@@ -244,6 +244,6 @@ impl Inner {
             positions.iter().copied().min().unwrap_or(position)
         };
         // Shards may commit at once, in any order: the cursor keeps the largest position it was given.
-        self.log.commit(CursorName::Store, slowest)
+        Ok(self.log.commit(CursorName::Store, slowest)?)
     }
 }

@@ -13,8 +13,8 @@ use yaffle_store::clickhouse::testing::{fresh_config, sync_replicas};
 use yaffle_store::clickhouse::{BlockBuilder, ClickHouseStore};
 
 use super::*;
-use crate::log::{CursorName, Log, LogConfig};
 use crate::metrics::Metrics;
+use yaffle_log::{CursorName, Log, LogConfig};
 
 /// `n` points of `hosts` series, values `from..from+n`.
 fn batch(from: i64, n: i64, hosts: i64) -> Batch {
@@ -60,7 +60,7 @@ struct Setup {
 async fn setup(test: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
-    let log = Arc::new(Log::open(dir.path(), &LogConfig::default(), Arc::clone(&metrics)).unwrap());
+    let log = Arc::new(Log::open(dir.path(), &LogConfig::default(), Arc::clone(&metrics.log)).unwrap());
     let store = Arc::new(ClickHouseStore::new(&fresh_config(test)).unwrap());
     store.init().await.unwrap();
     let sink_dir = dir.path().join("clickhouse");

@@ -16,9 +16,9 @@ use yaffle_core::strategy::Distribution;
 
 use super::KafkaSinkConfig;
 use crate::error::IngestError;
-use crate::log::{CursorName, Log, Record};
 use crate::metrics::Metrics;
 use crate::sinks::{Backoff, sleep_or_shutdown};
+use yaffle_log::{CursorName, Log, Record};
 
 /// Reads the `kafka` cursor and produces to the topic.
 #[derive(Debug)]

@@ -14,8 +14,8 @@ use yaffle_core::strategy::{Distribution, DistributionConfig};
 use yaffle_core::{Batch, FieldValue, Point, SeriesKey};
 
 use super::*;
-use crate::log::{CursorName, Log, LogConfig};
 use crate::metrics::Metrics;
+use yaffle_log::{CursorName, Log, LogConfig};
 
 #[path = "../../../../tests/peers/kafka.rs"]
 mod peer;
@@ -37,7 +37,7 @@ fn batch(step: i64, hosts: usize) -> Vec<u8> {
 fn open_log(dir: &std::path::Path, metrics: &Arc<Metrics>) -> Arc<Log> {
     let mut config = LogConfig::default();
     config.cursors.kafka.enabled = true;
-    Arc::new(Log::open(dir, &config, Arc::clone(metrics)).unwrap())
+    Arc::new(Log::open(dir, &config, Arc::clone(&metrics.log)).unwrap())
 }
 
 fn sink_config(brokers: &str, topic: &str) -> KafkaSinkConfig {

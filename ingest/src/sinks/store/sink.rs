@@ -10,9 +10,9 @@ use yaffle_core::{Batch, Point};
 use yaffle_store::PositionedStore;
 
 use super::StoreSinkConfig;
-use crate::log::{CursorName, Log};
 use crate::metrics::Metrics;
 use crate::sinks::{Backoff, sleep_or_shutdown};
+use yaffle_log::{CursorName, Log};
 
 /// Reads the `store` cursor and writes to a store.
 #[derive(Debug)]

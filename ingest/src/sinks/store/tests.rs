@@ -10,8 +10,8 @@ use yaffle_store::embedded::{EmbeddedConfig, EmbeddedStore};
 use yaffle_store::{PositionedStore, QueryResult, RollupRow, Store, StoreError};
 
 use super::*;
-use crate::log::{CursorName, Log, LogConfig};
 use crate::metrics::Metrics;
+use yaffle_log::{CursorName, Log, LogConfig};
 
 fn batch(from: i64, n: i64) -> Vec<u8> {
     let key = Arc::new(SeriesKey::new("db", "m", vec![]));
@@ -87,7 +87,7 @@ impl Store for Flaky {
 async fn delivers_the_log_and_commits_the_cursor() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
-    let log = Arc::new(Log::open(dir.path(), &LogConfig::default(), Arc::clone(&metrics)).unwrap());
+    let log = Arc::new(Log::open(dir.path(), &LogConfig::default(), Arc::clone(&metrics.log)).unwrap());
     let store: Arc<dyn PositionedStore> =
         Arc::new(EmbeddedStore::open(dir.path(), &EmbeddedConfig::default()).await.unwrap());
     let (stop, stopped) = watch::channel(false);
@@ -108,7 +108,7 @@ async fn delivers_the_log_and_commits_the_cursor() {
 async fn a_failing_store_is_retried_without_loss_or_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
-    let log = Arc::new(Log::open(dir.path(), &LogConfig::default(), Arc::clone(&metrics)).unwrap());
+    let log = Arc::new(Log::open(dir.path(), &LogConfig::default(), Arc::clone(&metrics.log)).unwrap());
     let inner = EmbeddedStore::open(dir.path(), &EmbeddedConfig::default()).await.unwrap();
     let store: Arc<dyn PositionedStore> = Arc::new(Flaky { inner, failures: AtomicUsize::new(3) });
     let (_stop, stopped) = watch::channel(false);
@@ -129,7 +129,7 @@ async fn a_failing_store_is_retried_without_loss_or_duplicates() {
 async fn resumes_from_the_store_position_when_the_cursor_lags_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
-    let log = Arc::new(Log::open(dir.path(), &LogConfig::default(), Arc::clone(&metrics)).unwrap());
+    let log = Arc::new(Log::open(dir.path(), &LogConfig::default(), Arc::clone(&metrics.log)).unwrap());
     let store: Arc<dyn PositionedStore> =
         Arc::new(EmbeddedStore::open(dir.path(), &EmbeddedConfig::default()).await.unwrap());
     // The store has the first record but the cursor was never committed (crash between the two).

@@ -1,18 +1,23 @@
 //! Reading the log from a position, following a cursor.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Seek, SeekFrom};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::Shared;
-use super::cursor::CursorName;
-use super::segment::{self, HEADER_BYTES, MAX_RECORD_BYTES, Record};
-use crate::error::IngestError;
+use crate::Shared;
+use crate::cursor::CursorName;
+use crate::error::LogError;
+use crate::segment::{self, Record};
 
 /// Reads records in order from a position. A reader bound to a cursor skips what the cursor's
-/// `drop_oldest` policy dropped; committing is the caller's job ([`super::Log::commit`]).
+/// `drop_oldest` policy dropped; committing is the caller's job ([`crate::Log::commit`]).
+///
+/// A corrupt stretch (a record whose checksum fails, a length that cannot be followed, a closed segment
+/// cut short) is skipped up to the next valid record: counted in `yaffle_log_corrupt_regions` and
+/// `yaffle_log_cursor_skipped_corrupt_bytes`, and logged with its position. Reading never stops on it
+/// and never drops the valid records around it.
 #[derive(Debug)]
 pub struct LogReader {
     shared: Arc<Shared>,
@@ -28,12 +33,12 @@ struct OpenSegment {
     /// Where the next segment starts (`None` for the active one).
     limit: Option<u64>,
     reader: BufReader<File>,
-    /// File offset `reader` stands at.
-    offset: u64,
+    /// File offset `reader` stands at, `None` when unknown.
+    offset: Option<u64>,
 }
 
 impl LogReader {
-    pub(super) fn new(shared: Arc<Shared>, cursor: Option<CursorName>, position: u64) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, cursor: Option<CursorName>, position: u64) -> Self {
         let end = shared.end.subscribe();
         Self { shared, cursor, position, open: None, end }
     }
@@ -50,14 +55,14 @@ impl LogReader {
 
     /// Returns the next records, at least one and about `max_bytes` in all, waiting up to `wait` for one
     /// to be appended; an empty vector when none came in time.
-    pub async fn next(&mut self, max_bytes: usize, wait: Duration) -> Result<Vec<Record>, IngestError> {
+    pub async fn next(&mut self, max_bytes: usize, wait: Duration) -> Result<Vec<Record>, LogError> {
         self.skip_dropped();
         if *self.end.borrow_and_update() <= self.position {
             let position = self.position;
             let waited = tokio::time::timeout(wait, self.end.wait_for(|&end| end > position)).await;
             match waited {
                 Err(_) => return Ok(Vec::new()),
-                Ok(Err(_)) => return Err(IngestError::ShuttingDown),
+                Ok(Err(_)) => return Err(LogError::ShuttingDown),
                 Ok(Ok(_)) => {}
             }
         }
@@ -65,8 +70,9 @@ impl LogReader {
         let mut open = self.open.take();
         let mut position = self.position;
         let shared = Arc::clone(&self.shared);
+        let cursor = self.cursor;
         let (records, open) = tokio::task::spawn_blocking(move || {
-            let records = read_records(&shared, &mut open, &mut position, end, max_bytes);
+            let records = read_records(&shared, cursor, &mut open, &mut position, end, max_bytes);
             (records.map(|r| (r, position)), open)
         })
         .await
@@ -91,41 +97,50 @@ impl LogReader {
 
 fn read_records(
     shared: &Shared,
+    cursor: Option<CursorName>,
     open: &mut Option<OpenSegment>,
     position: &mut u64,
     end: u64,
     max_bytes: usize,
-) -> Result<Vec<Record>, IngestError> {
+) -> Result<Vec<Record>, LogError> {
     let mut records = Vec::new();
     let mut bytes = 0usize;
     while *position < end && (records.is_empty() || bytes < max_bytes) {
         let seg = segment_for(shared, open, *position)?;
-        if seg.limit.is_some_and(|l| *position >= l) {
+        let stop = seg.limit.unwrap_or(end);
+        if *position >= stop {
             *open = None;
             continue;
         }
         let want = *position - seg.base;
-        if seg.offset != want {
-            seg.reader.seek(SeekFrom::Start(want)).map_err(IngestError::io(&shared.dir))?;
-            seg.offset = want;
+        let path = segment::path(&shared.dir, seg.base);
+        if seg.offset != Some(want) {
+            seg.reader.seek(SeekFrom::Start(want)).map_err(LogError::io(&path))?;
         }
-        let corrupt = |what: &str| IngestError::LogCorrupt { position: *position, reason: what.to_string() };
-        let h = segment::read_header(&mut seg.reader)
-            .map_err(IngestError::io(&shared.dir))?
-            .ok_or_else(|| corrupt("header past the end of its segment"))?;
-        if h.len > MAX_RECORD_BYTES {
-            return Err(corrupt("record length"));
+        match segment::read_valid(&mut seg.reader, stop - *position).map_err(LogError::io(&path))? {
+            Some((h, payload)) => {
+                let next = *position + h.record_bytes();
+                seg.offset = Some(want + h.record_bytes());
+                bytes += payload.len();
+                records.push(Record { position: *position, next, ingest_time: h.time, payload });
+                *position = next;
+            }
+            None => {
+                seg.offset = None;
+                let resume = seg.base + segment::resync(&path, want, stop - seg.base).map_err(LogError::io(&path))?;
+                shared.metrics.corrupt_regions.inc();
+                shared.metrics.add_cursor_skipped_bytes(cursor, resume - *position);
+                tracing::error!(
+                    cursor = cursor.map_or("none", CursorName::as_str),
+                    segment = %path.display(),
+                    from = *position,
+                    to = resume,
+                    bytes = resume - *position,
+                    "skipped a corrupt stretch of the log"
+                );
+                *position = resume;
+            }
         }
-        let mut payload = vec![0; h.len as usize];
-        seg.reader.read_exact(&mut payload).map_err(IngestError::io(&shared.dir))?;
-        if !segment::crc_ok(&h, &payload) {
-            return Err(corrupt("checksum mismatch"));
-        }
-        let next = *position + HEADER_BYTES + u64::from(h.len);
-        seg.offset += HEADER_BYTES + u64::from(h.len);
-        bytes += payload.len();
-        records.push(Record { position: *position, next, ingest_time: h.time, payload });
-        *position = next;
     }
     Ok(records)
 }
@@ -134,20 +149,20 @@ fn segment_for<'a>(
     shared: &Shared,
     open: &'a mut Option<OpenSegment>,
     position: u64,
-) -> Result<&'a mut OpenSegment, IngestError> {
+) -> Result<&'a mut OpenSegment, LogError> {
     let fits = open.as_ref().is_some_and(|s| s.base <= position && s.limit.is_none_or(|l| position < l));
     if !fits {
         let segments = shared.segments.read().expect("segments lock");
         let idx = segments.partition_point(|s| s.base <= position);
         if idx == 0 {
-            return Err(IngestError::LogCorrupt { position, reason: "position before the start of the log".into() });
+            return Err(LogError::BadPosition { position, reason: "before the start of the log" });
         }
         let base = segments[idx - 1].base;
         let limit = segments.get(idx).map(|s| s.base);
         drop(segments);
         let path = segment::path(&shared.dir, base);
-        let file = File::open(&path).map_err(IngestError::io(&path))?;
-        *open = Some(OpenSegment { base, limit, reader: BufReader::with_capacity(1 << 20, file), offset: 0 });
+        let file = File::open(&path).map_err(LogError::io(&path))?;
+        *open = Some(OpenSegment { base, limit, reader: BufReader::with_capacity(1 << 20, file), offset: Some(0) });
     }
     let seg = open.as_mut().expect("just opened");
     if seg.limit.is_none() {

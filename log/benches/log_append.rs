@@ -1,11 +1,10 @@
 //! Durable log append throughput: one appender and 32 concurrent appenders (group commit), under each
-//! fsync policy, with 64 KiB records (about a 1 000-line request). Run: `cargo bench -p yaffle-ingest`.
+//! fsync policy, with 64 KiB records (about a 1 000-line request). Run: `cargo bench -p yaffle-log`.
 
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use yaffle_ingest::Metrics;
-use yaffle_ingest::log::{FsyncPolicy, Log, LogConfig};
+use yaffle_log::{FsyncPolicy, Log, LogConfig};
 
 const RECORD: usize = 64 << 10;
 
@@ -18,7 +17,7 @@ fn append(c: &mut Criterion) {
             let dir = tempfile::tempdir().unwrap();
             let mut config = LogConfig { fsync, ..LogConfig::default() };
             config.cursors.store.enabled = false;
-            let log = Arc::new(Log::open(dir.path(), &config, Arc::new(Metrics::default())).unwrap());
+            let log = Arc::new(Log::open(dir.path(), &config, Default::default()).unwrap());
             g.throughput(Throughput::Bytes((RECORD * concurrency) as u64));
             g.bench_function(format!("{concurrency}_appenders_64KiB"), |b| {
                 b.to_async(&runtime).iter(|| {

@@ -2,14 +2,14 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use super::config::CursorConfig;
+use crate::config::CursorConfig;
+use crate::durable::write_atomically;
 
 /// The sinks that read the log, each through its own cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -36,7 +36,7 @@ impl CursorName {
         }
     }
 
-    pub(super) fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
@@ -48,15 +48,15 @@ impl fmt::Display for CursorName {
 }
 
 #[derive(Debug)]
-pub(super) struct CursorState {
-    pub(super) name: CursorName,
-    pub(super) config: CursorConfig,
+pub(crate) struct CursorState {
+    pub(crate) name: CursorName,
+    pub(crate) config: CursorConfig,
     /// Last committed position (persisted).
-    pub(super) committed: AtomicU64,
+    pub(crate) committed: AtomicU64,
     /// Positions below this were dropped for this cursor by the `drop_oldest` policy.
-    pub(super) floor: AtomicU64,
+    pub(crate) floor: AtomicU64,
     /// What the reader recorded with its last commit (standalone downsampling: its emitted watermark).
-    pub(super) metadata: Mutex<String>,
+    pub(crate) metadata: Mutex<String>,
     file: PathBuf,
     /// Serialises [`CursorState::persist`]: its temporary file is per cursor, and several tasks may
     /// commit one cursor (the ClickHouse sink's shards do).
@@ -65,7 +65,7 @@ pub(super) struct CursorState {
 
 impl CursorState {
     /// Loads the persisted position, or starts at `start` for a cursor never committed.
-    pub(super) fn load(dir: &Path, name: CursorName, config: CursorConfig, start: u64) -> std::io::Result<Self> {
+    pub(crate) fn load(dir: &Path, name: CursorName, config: CursorConfig, start: u64) -> std::io::Result<Self> {
         let file = dir.join(format!("{}.cursor", name.as_str()));
         let (committed, metadata) = match fs::read_to_string(&file) {
             Ok(s) => {
@@ -93,30 +93,26 @@ impl CursorState {
     }
 
     /// The position below which this cursor needs nothing.
-    pub(super) fn effective(&self) -> u64 {
+    pub(crate) fn effective(&self) -> u64 {
         self.committed.load(Ordering::Acquire).max(self.floor.load(Ordering::Acquire))
     }
 
-    /// Persists a position (atomically: write, fsync, rename), with `metadata` if given (else the
+    /// Persists a position (atomically: write, fsync, rename, fsync the directory), with `metadata` if given (else the
     /// last one). Cursors never move back: an older position than the committed one leaves it as it
     /// is. Safe to call from several threads.
-    pub(super) fn persist(&self, position: u64, metadata: Option<&str>) -> std::io::Result<()> {
+    pub(crate) fn persist(&self, position: u64, metadata: Option<&str>) -> std::io::Result<()> {
         let _one_at_a_time = self.persisting.lock().unwrap_or_else(|e| e.into_inner());
         let position = position.max(self.committed.load(Ordering::Acquire));
         let mut kept = self.metadata.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = metadata {
             m.clone_into(&mut kept);
         }
-        let tmp = self.file.with_extension("cursor.tmp");
-        let mut f = fs::File::create(&tmp)?;
         let mut text = position.to_string();
         if !kept.is_empty() {
             text.push('\n');
             text.push_str(&kept);
         }
-        f.write_all(text.as_bytes())?;
-        f.sync_data()?;
-        fs::rename(&tmp, &self.file)?;
+        write_atomically(&self.file, text.as_bytes())?;
         self.committed.fetch_max(position, Ordering::AcqRel);
         Ok(())
     }

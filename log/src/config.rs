@@ -6,6 +6,8 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
+use crate::segment::MAX_RECORD_BYTES;
+
 /// When appended records are flushed to stable storage.
 ///
 /// A `kill -9` of the process loses nothing under any policy: acknowledged records are in the kernel's
@@ -109,6 +111,9 @@ pub struct LogConfig {
     pub segment_bytes: ByteSize,
     /// When appends reach stable storage.
     pub fsync: FsyncPolicy,
+    /// The largest record an append accepts (ingest answers 413 past it). At most 1 GiB, the largest any
+    /// reader accepts, so whatever was acknowledged reads back.
+    pub max_record_bytes: ByteSize,
     /// The sinks' cursors.
     pub cursors: CursorsConfig,
 }
@@ -119,6 +124,7 @@ impl Default for LogConfig {
             dir: PathBuf::from("log"),
             segment_bytes: ByteSize::mib(64),
             fsync: FsyncPolicy::Always,
+            max_record_bytes: ByteSize::mib(256),
             cursors: CursorsConfig::default(),
         }
     }
@@ -129,6 +135,13 @@ impl LogConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.segment_bytes.as_u64() < 4096 {
             return Err(format!("log.segment_bytes must be at least 4 KiB, got {}", self.segment_bytes));
+        }
+        if self.max_record_bytes.as_u64() == 0 || self.max_record_bytes.as_u64() > MAX_RECORD_BYTES {
+            return Err(format!(
+                "log.max_record_bytes must be between 1 byte and {}, got {}",
+                ByteSize::b(MAX_RECORD_BYTES),
+                self.max_record_bytes
+            ));
         }
         for (name, c) in
             [("store", &self.cursors.store), ("kafka", &self.cursors.kafka), ("alert", &self.cursors.alert)]

@@ -1,28 +1,18 @@
-//! `yaffle downsample` (a worker of the consumer group), `yaffle backfill`, and standalone mode's
-//! in-process downsampling on the durable log's `kafka` cursor.
-//!
-//! Standalone follows the workers' contract (see `yaffle_downsample::kafka`) with the log in place of
-//! Kafka: the cursor is committed at the position where a replay must start (the log position at
-//! `DownsampleConfig::replay_from(emitted_through)`, by ingest time) and the emitted watermark is recorded
-//! with it as the cursor's metadata. After a restart the reader starts at the cursor, rebuilds the
-//! open windows and emits only windows past the recorded watermark.
+//! `yaffle downsample` (a worker of the consumer group) and `yaffle backfill`; standalone mode's
+//! downsampling is `yaffle_downsample::log`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use yaffle_downsample::Metrics;
 use yaffle_downsample::backfill::{self, Request, Target};
-use yaffle_downsample::kafka::{commit_metadata, parse_metadata, run_worker};
-use yaffle_downsample::{DownsampleConfig, Engine, Metrics};
-use yaffle_log::{CursorName, Log};
-use yaffle_store::Store;
+use yaffle_downsample::kafka::run_worker;
 
 use crate::config::Config;
 
@@ -113,60 +103,4 @@ fn parse_time(s: &str) -> Result<i64, String> {
     let t = humantime::parse_rfc3339_weak(s).map_err(|e| format!("{s:?} is neither RFC 3339 nor unix seconds: {e}"))?;
     let d = t.duration_since(std::time::UNIX_EPOCH).map_err(|_| format!("{s} is before 1970"))?;
     i64::try_from(d.as_nanos()).map_err(|_| format!("{s} is out of range"))
-}
-
-/// Standalone's downsampling: reads the log's `kafka` cursor until `stop`.
-pub(crate) fn spawn_standalone(
-    log: Arc<Log>,
-    store: Arc<dyn Store>,
-    config: DownsampleConfig,
-    metrics: Arc<Metrics>,
-    stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut engine = Engine::new(config.windows(), metrics);
-        engine.assign(0, parse_metadata(&log.cursor_metadata(CursorName::Kafka)));
-        let mut reader = log.reader(CursorName::Kafka);
-        let mut last_commit = Instant::now();
-        loop {
-            match reader.next(1 << 20, Duration::from_millis(100)).await {
-                Ok(records) => {
-                    for r in records {
-                        if let Err(e) = engine.add(0, &r.payload, false) {
-                            tracing::error!(position = r.position, error = %e, "skipping a record that does not decode");
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the log");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-            let stopping = *stop.borrow();
-            if stopping || last_commit.elapsed() >= config.commit_interval {
-                last_commit = Instant::now();
-                commit(&log, &mut engine, store.as_ref(), reader.position(), &config).await;
-            }
-            if stopping {
-                return;
-            }
-        }
-    })
-}
-
-/// Writes finished rows, then moves the cursor to where a replay of the open windows starts.
-async fn commit(log: &Log, engine: &mut Engine, store: &dyn Store, read: u64, config: &DownsampleConfig) {
-    engine.report_late();
-    if let Err(e) = engine.write_pending(store).await {
-        tracing::warn!(error = %e, rows = engine.pending().len(), "writing rollups failed; retrying");
-        return;
-    }
-    let Some(emitted) = engine.emitted_through(0) else { return };
-    let replay_from = match log.position_at_time(config.replay_from(emitted)) {
-        Ok(p) => p.min(read),
-        Err(e) => return tracing::warn!(error = %e, "finding the replay position"),
-    };
-    if let Err(e) = log.commit_with_metadata(CursorName::Kafka, replay_from, &commit_metadata(Some(emitted))) {
-        tracing::warn!(error = %e, "committing the kafka cursor");
-    }
 }

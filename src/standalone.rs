@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
+use yaffle_downsample::log::LogDownsampler;
 use yaffle_ingest::Metrics;
 use yaffle_ingest::http::{self, AppState};
 use yaffle_ingest::schema::FieldTypes;
@@ -11,6 +12,7 @@ use yaffle_ingest::sinks::alert::AlertSink;
 use yaffle_ingest::sinks::clickhouse::ClickHouseSink;
 use yaffle_ingest::sinks::kafka::KafkaSink;
 use yaffle_ingest::sinks::store::StoreSink;
+use yaffle_log::sink::Supervisor;
 use yaffle_log::{Log, now_ns};
 use yaffle_store::Store;
 use yaffle_store::clickhouse::ClickHouseStore;
@@ -18,7 +20,8 @@ use yaffle_store::embedded::EmbeddedStore;
 
 use crate::config::{Config, StoreBackend};
 
-/// Runs until SIGINT or SIGTERM, then stops accepting, flushes the store sink and closes the log.
+/// Runs until SIGINT or SIGTERM, then stops accepting, lets every sink deliver what it holds, and
+/// closes the log.
 pub(crate) async fn run(mut config: Config) -> Result<(), String> {
     let alerting = !config.alert.rule_files.is_empty() || !config.sinks.alert.evaluators.is_empty();
     if alerting {
@@ -36,17 +39,16 @@ pub(crate) async fn run(mut config: Config) -> Result<(), String> {
     let field_types = Arc::new(FieldTypes::open(&data_dir.join("field_types.jsonl")).map_err(|e| e.to_string())?);
 
     let (stop, stopped) = watch::channel(false);
-    let (store, sink_task): (Arc<dyn Store>, _) = match config.store.backend {
+    let sinks = Supervisor::new(&mut registry);
+    let mut tasks = Vec::new();
+    let store: Arc<dyn Store> = match config.store.backend {
         StoreBackend::Embedded => {
             let store =
                 Arc::new(EmbeddedStore::open(data_dir, &config.store.embedded).await.map_err(|e| e.to_string())?);
             let sink =
                 StoreSink::new(Arc::clone(&log), store.clone(), config.sinks.store.clone(), Arc::clone(&metrics));
-            let task = tokio::spawn(async move {
-                sink.run(stopped).await;
-                Ok(())
-            });
-            (store, task)
+            tasks.push(sink.spawn(&sinks, stopped));
+            store
         }
         StoreBackend::ClickHouse => {
             let store = Arc::new(ClickHouseStore::new(&config.store.clickhouse).map_err(|e| e.to_string())?);
@@ -57,11 +59,12 @@ pub(crate) async fn run(mut config: Config) -> Result<(), String> {
                 Arc::clone(&metrics),
                 data_dir.join("clickhouse"),
             );
-            (store as Arc<dyn Store>, tokio::spawn(sink.run(stopped)))
+            tasks.extend(sink.spawn(&sinks, stopped));
+            store
         }
     };
     tokio::spawn(retention(Arc::clone(&store), config.store.retention_check_interval, stop.subscribe()));
-    let alert_task = if alerting {
+    if alerting {
         let destinations = crate::alert::destinations(&config, &mut registry, stop.subscribe()).await?;
         let sink = AlertSink::new(
             Arc::clone(&log),
@@ -70,20 +73,18 @@ pub(crate) async fn run(mut config: Config) -> Result<(), String> {
             data_dir.join("alert"),
             destinations,
         );
-        Some(tokio::spawn(sink.run(stop.subscribe())))
-    } else {
-        None
-    };
-
-    let kafka_task = config.sinks.kafka.enabled.then(|| {
+        tasks.extend(sink.spawn(&sinks, stop.subscribe()).map_err(|e| e.to_string())?);
+    }
+    if config.sinks.kafka.enabled {
         let sink = KafkaSink::new(Arc::clone(&log), config.sinks.kafka.clone(), Arc::clone(&metrics));
-        tokio::spawn(sink.run(stop.subscribe()))
-    });
-    let downsample_task = downsampling.then(|| {
+        tasks.push(sink.spawn(&sinks, stop.subscribe()));
+    }
+    if downsampling {
         let metrics = Arc::new(yaffle_downsample::Metrics::new(&mut registry));
         let (log, store) = (Arc::clone(&log), Arc::clone(&store));
-        crate::downsample::spawn_standalone(log, store, config.downsample.clone(), metrics, stop.subscribe())
-    });
+        let downsampler = LogDownsampler::new(log, store, config.downsample.clone(), metrics);
+        tasks.push(downsampler.spawn(&sinks, stop.subscribe()));
+    }
 
     let listener = tokio::net::TcpListener::bind(config.http.bind)
         .await
@@ -98,27 +99,16 @@ pub(crate) async fn run(mut config: Config) -> Result<(), String> {
         http: Arc::new(config.http.clone()),
         limits: Arc::new(config.limits.clone()),
         auth: Arc::new(config.auth.clone()),
+        sinks,
     };
     http::serve(listener, state, shutdown_signal()).await.map_err(|e| format!("http server: {e}"))?;
     tracing::info!("stopping");
     let _ = stop.send(true);
-    match sink_task.await {
-        Ok(Err(e)) => tracing::error!(error = %e, "store sink failed"),
-        Err(e) => tracing::error!(error = %e, "store sink panicked"),
-        Ok(Ok(())) => {}
-    }
-    for (name, task) in [("alert", alert_task), ("kafka", kafka_task)] {
-        let Some(task) = task else { continue };
-        match task.await {
-            Ok(Err(e)) => tracing::error!(error = %e, sink = name, "sink failed"),
-            Err(e) => tracing::error!(error = %e, sink = name, "sink panicked"),
-            Ok(Ok(())) => {}
+    for task in tasks {
+        // The runtime catches a sink's panics and errors; a join error means it was cancelled.
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "a sink task ended abnormally");
         }
-    }
-    if let Some(task) = downsample_task
-        && let Err(e) = task.await
-    {
-        tracing::error!(error = %e, "downsampling panicked");
     }
     log.shutdown();
     Ok(())

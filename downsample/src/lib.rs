@@ -10,16 +10,17 @@
 //! - [`windows`]: event-time windows, watermark, lateness, resuming without re-emitting.
 //! - [`engine`]: the windows of the owned partitions and the rows waiting to be written.
 //! - [`kafka`]: the consumer-group worker (`yaffle downsample`).
+//! - [`log`]: standalone mode's downsampling on the durable log, on the sink runtime.
 //! - [`backfill`]: replaying a time range outside the group, into rollups or raw points.
 //!
-//! This crate depends on `yaffle-core` and `yaffle-store`; standalone mode's log reader is wired in
-//! the binary.
+//! This crate depends on `yaffle-core`, `yaffle-log` and `yaffle-store`.
 
 pub mod aggregate;
 pub mod backfill;
 pub mod config;
 pub mod engine;
 pub mod kafka;
+pub mod log;
 mod metrics;
 pub mod windows;
 

@@ -118,13 +118,16 @@ async fn run_sink(points: &[Point]) -> (f64, f64) {
     let (cpu, start) = (server_cpu_seconds(), Instant::now());
     let sink =
         ClickHouseSink::new(Arc::clone(&log), store, sink_config, Arc::new(Metrics::default()), dir.path().join("ch"));
-    let task = tokio::spawn(sink.run(stopped));
+    let tasks =
+        sink.spawn(&yaffle_log::sink::Supervisor::new(&mut prometheus_client::registry::Registry::default()), stopped);
     while log.cursor_position(CursorName::Store) < end {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let result = (start.elapsed().as_secs_f64(), server_cpu_seconds() - cpu);
     stop.send(true).unwrap();
-    task.await.unwrap().unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
     result
 }
 

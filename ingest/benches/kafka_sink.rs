@@ -104,13 +104,14 @@ async fn run_sink(brokers: &str, topic: &str, points: &[Point]) -> f64 {
     };
     let (stop, stopped) = watch::channel(false);
     let start = Instant::now();
-    let task = tokio::spawn(KafkaSink::new(Arc::clone(&log), config, Arc::new(Metrics::default())).run(stopped));
+    let task = KafkaSink::new(Arc::clone(&log), config, Arc::new(Metrics::default()))
+        .spawn(&yaffle_log::sink::Supervisor::new(&mut prometheus_client::registry::Registry::default()), stopped);
     while log.cursor_position(CursorName::Kafka) < end {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let secs = start.elapsed().as_secs_f64();
     stop.send(true).unwrap();
-    task.await.unwrap().unwrap();
+    task.await.unwrap();
     secs
 }
 

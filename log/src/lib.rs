@@ -2,7 +2,8 @@
 //! and each sink reads it through its own cursor.
 //!
 //! Main types: [`Log`] (appends, cursors, seek by time), [`LogReader`] (records from a position),
-//! [`LogConfig`], [`LogError`], [`LogMetrics`], and the [`durable`] file-system calls it rests on.
+//! [`LogConfig`], [`LogError`], [`LogMetrics`], the [`durable`] file-system calls it rests on, and the
+//! [`sink`] runtime every consumer of the log runs on.
 //!
 //! # Guarantees
 //! - **Acknowledged means durable.** [`Log::append`] returns only after the record is written and, with
@@ -48,6 +49,9 @@ mod fault_tests;
 mod metrics;
 mod reader;
 mod segment;
+pub mod sink;
+#[cfg(test)]
+mod sink_tests;
 #[cfg(test)]
 mod tests;
 

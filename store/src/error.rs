@@ -40,9 +40,8 @@ pub enum StoreError {
     },
 }
 
-impl StoreError {
-    /// The HTTP status an API should answer with.
-    pub fn http_status(&self) -> u16 {
+impl yaffle_core::ErrorStatus for StoreError {
+    fn http_status(&self) -> u16 {
         match self {
             StoreError::InvalidQuery(_) => 400,
             StoreError::Unavailable(_) | StoreError::ShardsUnavailable(_) => 503,
@@ -50,8 +49,7 @@ impl StoreError {
         }
     }
 
-    /// Whether retrying the same operation later can succeed.
-    pub fn is_retryable(&self) -> bool {
+    fn is_retryable(&self) -> bool {
         matches!(
             self,
             StoreError::Io { .. }
@@ -60,7 +58,9 @@ impl StoreError {
                 | StoreError::ShardsUnavailable(_)
         )
     }
+}
 
+impl StoreError {
     pub(crate) fn io(path: impl AsRef<std::path::Path>) -> impl FnOnce(std::io::Error) -> StoreError {
         let path = path.as_ref().display().to_string();
         move |source| StoreError::Io { path, source }

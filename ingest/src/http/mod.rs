@@ -8,7 +8,7 @@
 //! | `GET,HEAD /ping` | 204 with `X-Influxdb-Version`, as InfluxDB answers |
 //! | `GET,POST /query` | `CREATE DATABASE` succeeds (a no-op: databases exist when written to); other InfluxQL gets 501 |
 //! | `GET,POST /api/v1/sql` | SQL over the store: `q` (or the POST body), `format=json|csv|table` |
-//! | `GET /health` | 200 with a JSON status; 503 naming the cause once the log refuses writes (a failed fsync) |
+//! | `GET /health` | 200 with a JSON status and each sink's state; 503 naming the cause once the log refuses writes (a failed fsync) or a sink failed fatally (until it recovers) |
 //! | `GET /metrics` | Prometheus text format |
 //!
 //! Writes answer 204 only after the batch is in the durable log. Bad lines are reported as InfluxDB
@@ -35,6 +35,7 @@ use crate::config::{AuthConfig, HttpConfig, LimitsConfig};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::schema::FieldTypes;
 use yaffle_log::Log;
+use yaffle_log::sink::Supervisor;
 
 /// The InfluxDB version reported by `/ping`: the 1.x API level Yaffle implements, so clients that
 /// check it choose the right protocol.
@@ -59,6 +60,8 @@ pub struct AppState {
     pub limits: Arc<LimitsConfig>,
     /// Tokens.
     pub auth: Arc<AuthConfig>,
+    /// The sinks' runtime, for their health.
+    pub sinks: Arc<Supervisor>,
 }
 
 /// The router, without a socket (tests drive it with `oneshot`).
@@ -97,9 +100,13 @@ async fn ping() -> Response {
 }
 
 async fn health(State(s): State<AppState>) -> Response {
+    let failed = s.sinks.failures();
     let (status, state, message) = match s.log.health() {
-        Ok(()) => (StatusCode::OK, "pass", "ready for queries and writes".to_string()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, "fail", e.to_string()),
+        Ok(()) if !failed.is_empty() => {
+            (StatusCode::SERVICE_UNAVAILABLE, "fail", format!("sink failed, restarting: {}", failed.join("; ")))
+        }
+        Ok(()) => (StatusCode::OK, "pass", "ready for queries and writes".to_string()),
     };
     let body = serde_json::json!({
         "name": "yaffle",
@@ -107,6 +114,7 @@ async fn health(State(s): State<AppState>) -> Response {
         "message": message,
         "version": env!("CARGO_PKG_VERSION"),
         "log_end": s.log.end(),
+        "sinks": s.sinks.statuses(),
     });
     (status, axum::Json(body)).into_response()
 }

@@ -1,6 +1,7 @@
 //! Read endpoints: InfluxQL's `CREATE DATABASE` (what agents send at start-up) and SQL.
 
 use std::collections::HashMap;
+use yaffle_core::ErrorStatus;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};

@@ -11,6 +11,7 @@ use prost::Message;
 use tokio::sync::watch;
 use tower::ServiceExt;
 use yaffle_core::remote_write::{Label, Sample, TimeSeries, WriteRequest};
+use yaffle_store::PositionedStore;
 use yaffle_store::embedded::{EmbeddedConfig, EmbeddedStore};
 
 use super::*;
@@ -25,25 +26,33 @@ struct Harness {
 }
 
 async fn harness_with(limits: LimitsConfig, auth: AuthConfig) -> Harness {
-    harness_on(limits, auth, &LogConfig::default(), Arc::new(OsStorage)).await
+    harness_on(limits, auth, &LogConfig::default(), Arc::new(OsStorage), real).await
 }
 
-/// A harness whose log has `log_config` and makes its file-system calls through `storage`.
+/// The embedded store as it is.
+fn real(store: EmbeddedStore) -> Arc<dyn PositionedStore> {
+    Arc::new(store)
+}
+
+/// A harness whose log has `log_config` and makes its file-system calls through `storage`, and whose
+/// store sink writes to `wrap` of the embedded store.
 async fn harness_on(
     limits: LimitsConfig,
     auth: AuthConfig,
     log_config: &LogConfig,
     storage: Arc<dyn Storage>,
+    wrap: fn(EmbeddedStore) -> Arc<dyn PositionedStore>,
 ) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let log = Arc::new(Log::open_with(dir.path(), log_config, Arc::clone(&metrics.log), storage).unwrap());
-    let store = Arc::new(EmbeddedStore::open(dir.path(), &EmbeddedConfig::default()).await.unwrap());
+    let store = wrap(EmbeddedStore::open(dir.path(), &EmbeddedConfig::default()).await.unwrap());
     let field_types = Arc::new(FieldTypes::open(&dir.path().join("fields.jsonl")).unwrap());
     let (stop, stopped) = watch::channel(false);
     let sink_config = StoreSinkConfig { flush_interval: Duration::from_millis(20), ..StoreSinkConfig::default() };
-    tokio::spawn(StoreSink::new(Arc::clone(&log), store.clone(), sink_config, Arc::clone(&metrics)).run(stopped));
+    let sinks = Supervisor::new(&mut registry);
+    StoreSink::new(Arc::clone(&log), store.clone(), sink_config, Arc::clone(&metrics)).spawn(&sinks, stopped);
     let state = AppState {
         log,
         field_types,
@@ -53,6 +62,7 @@ async fn harness_on(
         http: Arc::new(HttpConfig::default()),
         limits: Arc::new(limits),
         auth: Arc::new(auth),
+        sinks,
     };
     Harness { state, _dir: dir, _stop: stop }
 }
@@ -307,7 +317,7 @@ async fn sql_formats_and_errors() {
 #[tokio::test]
 async fn a_request_larger_than_the_largest_log_record_gets_413_and_nothing_of_it_is_kept() {
     let log_config = LogConfig { max_record_bytes: ByteSize::kib(4), ..LogConfig::default() };
-    let h = harness_on(LimitsConfig::default(), AuthConfig::default(), &log_config, Arc::new(OsStorage)).await;
+    let h = harness_on(LimitsConfig::default(), AuthConfig::default(), &log_config, Arc::new(OsStorage), real).await;
     let big: String = (0..400).map(|i| format!("cpu,host=h{i} usage={i} 1700000000\n")).collect();
     let r = send(&h, post("/write?db=big&precision=s", big)).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
@@ -337,7 +347,8 @@ impl Storage for FailingFsync {
 #[tokio::test]
 async fn a_failed_fsync_answers_503_naming_it_and_health_fails_until_restart() {
     let storage = Arc::new(FailingFsync::default());
-    let h = harness_on(LimitsConfig::default(), AuthConfig::default(), &LogConfig::default(), storage.clone()).await;
+    let h =
+        harness_on(LimitsConfig::default(), AuthConfig::default(), &LogConfig::default(), storage.clone(), real).await;
     let r = send(&h, post("/write?db=d", "m v=1 1")).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
     storage.failing.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -354,4 +365,51 @@ async fn a_failed_fsync_answers_503_naming_it_and_health_fails_until_restart() {
     let metrics = send(&h, Request::get("/metrics").body(Body::empty()).unwrap()).await;
     assert!(metrics.body.contains("yaffle_log_poisoned 1"), "{}", metrics.body);
     wait_rows(&h, "database = 'd'", 1).await;
+}
+
+#[tokio::test]
+async fn a_sink_failing_fatally_makes_health_fail_naming_it_until_it_recovers() {
+    // Two refused writes (a non-retryable store error), then the store takes them.
+    let failing = |s| Arc::new(crate::sinks::store::tests::Flaky::new(s, 2, true)) as Arc<dyn PositionedStore>;
+    let h =
+        harness_on(LimitsConfig::default(), AuthConfig::default(), &LogConfig::default(), Arc::new(OsStorage), failing)
+            .await;
+    let write = Request::post("/write?db=db").body(Body::from("cpu value=1 1\ncpu value=2 2\n")).unwrap();
+    assert_eq!(send(&h, write).await.status, StatusCode::NO_CONTENT);
+    let mut failed = None;
+    for _ in 0..200 {
+        let health = send(&h, Request::get("/health").body(Body::empty()).unwrap()).await;
+        if health.status == StatusCode::SERVICE_UNAVAILABLE {
+            failed = Some(health);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let health = failed.expect("health turned unhealthy");
+    assert_eq!(health.json()["status"], "fail");
+    let message = health.json()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("store: store configuration: injected refusal"), "{message}");
+    assert_eq!(health.json()["sinks"]["store"]["state"], "failed");
+    let metrics = send(&h, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert!(metrics.body.contains("yaffle_sink_fatal_errors_total{sink=\"store\"} "), "{}", metrics.body);
+    // It restarts with backoff, the store takes the points, and health passes again: nothing lost.
+    let mut recovered = false;
+    for _ in 0..500 {
+        let health = send(&h, Request::get("/health").body(Body::empty()).unwrap()).await;
+        if health.status == StatusCode::OK
+            && h.state.log.cursor_position(yaffle_log::CursorName::Store) == h.state.log.end()
+        {
+            assert_eq!(health.json()["sinks"]["store"]["state"], "running");
+            assert_eq!(health.json()["sinks"]["store"]["restarts"], 2);
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(recovered, "the store sink recovered");
+    let rows = h.state.store.query("SELECT count(*) AS n FROM points").await.unwrap();
+    assert_eq!(
+        arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(rows.batches[0].column(0)).value(0),
+        2
+    );
 }

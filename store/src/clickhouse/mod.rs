@@ -43,6 +43,7 @@ mod tests;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use yaffle_core::ErrorStatus;
 
 use tokio::sync::OnceCell;
 use yaffle_core::Point;

@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use yaffle_core::ErrorStatus;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, Int64Type, UInt64Type};

@@ -1,21 +1,26 @@
-//! One task per evaluator replica, each reading the log at its own position.
+//! The alert sink: one delivery per evaluator replica on the sink runtime ([`yaffle_log::sink`]), each
+//! reading the log at its own position.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use yaffle_core::Batch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use yaffle_core::batch::DecodeError;
 use yaffle_core::strategy::Distribution;
+use yaffle_core::{Batch, Point};
+use yaffle_log::sink::{Delivery, DriverConfig, Flushed, SinkError, Supervisor};
+use yaffle_log::{CursorName, Log, Record};
 
 use super::config::AlertSinkConfig;
 use super::destination::{Ack, Destination};
 use crate::error::IngestError;
 use crate::metrics::{Metrics, ReplicaLabels};
-use crate::sinks::{Backoff, save_json, sleep_or_shutdown};
-use yaffle_log::{CursorName, Log, Record};
+use crate::sinks::save_json;
 
 /// How often a replica's progress is persisted and the log cursor moved.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
@@ -55,41 +60,63 @@ impl AlertSink {
         Self { log, config, metrics, dir, destinations }
     }
 
-    /// Runs every replica's task until `stop` turns true.
-    pub async fn run(self, stop: watch::Receiver<bool>) -> Result<(), IngestError> {
+    /// Runs one sink per replica (`alert <replica URL>`) under `supervisor` until `stop` turns true.
+    pub fn spawn(
+        self,
+        supervisor: &Arc<Supervisor>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Vec<JoinHandle<()>>, IngestError> {
         std::fs::create_dir_all(&self.dir).map_err(IngestError::io(&self.dir))?;
         let distribution = Arc::new(Distribution::new(&self.config.distribution).map_err(IngestError::Config)?);
         let evaluators = self.destinations.len();
         let replicas: usize = self.destinations.iter().map(Vec::len).sum();
         let start = self.log.cursor_position(CursorName::Alert);
         let positions = Arc::new(Mutex::new(vec![start; replicas]));
+        let c = &self.config;
+        let driver = DriverConfig {
+            read_bytes: c.read_bytes.as_u64() as usize,
+            flush_interval: Duration::from_millis(200),
+            retry_initial: c.retry_initial,
+            retry_max: c.retry_max,
+        };
         let mut tasks = Vec::new();
         let mut slot = 0;
         for (evaluator, dests) in self.destinations.iter().enumerate() {
             for (replica, dest) in dests.iter().enumerate() {
-                let path = self.dir.join(format!("evaluator-{}-replica-{}.json", evaluator + 1, replica + 1));
-                let task = ReplicaTask {
+                let replica = Arc::new(Replica {
                     log: Arc::clone(&self.log),
                     dest: Arc::clone(dest),
                     distribution: Arc::clone(&distribution),
                     evaluator,
                     evaluators,
-                    progress: load(&path, start)?,
-                    path,
+                    path: self.dir.join(format!("evaluator-{}-replica-{}.json", evaluator + 1, replica + 1)),
                     slot,
                     positions: Arc::clone(&positions),
-                    config: self.config.clone(),
                     metrics: Arc::clone(&self.metrics),
                     labels: ReplicaLabels { replica: dest.name() },
+                });
+                let name = format!("alert {}", dest.name());
+                let make = move || ReplicaDelivery {
+                    replica: Arc::clone(&replica),
+                    progress: Progress { delivered: start, rebuild_from: start, instance: None },
+                    horizon_ns: 0,
+                    points: Vec::new(),
+                    taken: Vec::new(),
+                    checkpoints: VecDeque::new(),
+                    persisted: Instant::now(),
                 };
-                tasks.push(tokio::spawn(task.run(stop.clone())));
+                tasks.push(supervisor.spawn(
+                    name,
+                    Arc::clone(&self.log),
+                    CursorName::Alert,
+                    driver,
+                    make,
+                    stop.clone(),
+                ));
                 slot += 1;
             }
         }
-        for t in tasks {
-            t.await.expect("alert sink task panicked")?;
-        }
-        Ok(())
+        Ok(tasks)
     }
 }
 
@@ -104,137 +131,141 @@ fn load(path: &Path, start: u64) -> Result<Progress, IngestError> {
     }
 }
 
-struct ReplicaTask {
+/// What a replica's deliveries share across restarts.
+#[derive(Debug)]
+struct Replica {
     log: Arc<Log>,
     dest: Arc<dyn Destination>,
     distribution: Arc<Distribution>,
     evaluator: usize,
     evaluators: usize,
-    progress: Progress,
     path: PathBuf,
     slot: usize,
     positions: Arc<Mutex<Vec<u64>>>,
-    config: AlertSinkConfig,
     metrics: Arc<Metrics>,
     labels: ReplicaLabels,
 }
 
-impl ReplicaTask {
-    async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), IngestError> {
-        let mut backoff = Backoff::new(self.config.retry_initial, self.config.retry_max);
+/// One replica's delivery: the points routed to its evaluator, pushed to the instance that holds the
+/// history before them; a restarted instance gets its horizon replayed first.
+struct ReplicaDelivery {
+    replica: Arc<Replica>,
+    progress: Progress,
+    horizon_ns: i64,
+    /// Points held for the next push.
+    points: Vec<Point>,
+    /// (ingest time, position) of the records held.
+    taken: Vec<(i64, u64)>,
+    /// Positions to replay from, by ingest time, newest last.
+    checkpoints: VecDeque<(i64, u64)>,
+    persisted: Instant,
+}
+
+impl Delivery for ReplicaDelivery {
+    async fn start(&mut self) -> Result<u64, SinkError> {
+        let r = &self.replica;
+        self.progress = load(&r.path, self.progress.delivered).map_err(SinkError::classify)?;
         // Learn who is there before delivering anything: a new instance needs the history.
-        let ack = loop {
-            match self.dest.status().await {
-                Ok(ack) => break ack,
-                Err(e) => {
-                    tracing::warn!(replica = %self.labels.replica, error = %e, "evaluator unreachable");
-                    if sleep_or_shutdown(backoff.next_delay(), &mut stop).await {
-                        return Ok(());
-                    }
-                }
-            }
-        };
-        backoff.reset();
-        let mut horizon_ns = ack.horizon_ns();
-        let mut reader = self.log.reader_at(self.progress.delivered);
-        self.adopt(&ack, &mut reader);
-        let mut checkpoints: VecDeque<(i64, u64)> = VecDeque::new();
-        let mut persisted = Instant::now();
-        loop {
-            if *stop.borrow() {
-                return self.persist();
-            }
-            let records = tokio::select! {
-                r = reader.next(self.config.read_bytes.as_u64() as usize, Duration::from_millis(200)) => r?,
-                _ = stop.changed() => continue,
-            };
-            if let Some(last) = records.last() {
-                let batch = self.route(&records)?;
-                if !batch.points.is_empty() {
-                    let (ack, accepted) = loop {
-                        match self.dest.push(&batch, self.progress.instance.as_deref()).await {
-                            Ok(answer) => break answer,
-                            Err(e) => {
-                                self.metrics.alert_errors.get_or_create(&self.labels).inc();
-                                tracing::warn!(replica = %self.labels.replica, error = %e, "push to evaluator failed");
-                                if sleep_or_shutdown(backoff.next_delay(), &mut stop).await {
-                                    return self.persist();
-                                }
-                            }
-                        }
-                    };
-                    backoff.reset();
-                    horizon_ns = ack.horizon_ns();
-                    // A refused push means another instance answered: adopting it seeks back.
-                    if self.adopt(&ack, &mut reader) || !accepted {
-                        checkpoints.clear();
-                        continue;
-                    }
-                    self.metrics.alert_points.get_or_create(&self.labels).inc_by(batch.points.len() as u64);
-                }
-                for r in &records {
-                    if checkpoints.back().is_none_or(|&(t, _)| r.ingest_time - t >= CHECKPOINT_SPACING_NS) {
-                        checkpoints.push_back((r.ingest_time, r.position));
-                    }
-                }
-                self.progress.delivered = last.next;
-                // The newest checkpoint at or before `last - horizon` is where a replay must start.
-                let limit = last.ingest_time - horizon_ns;
-                while checkpoints.len() >= 2 && checkpoints[1].0 <= limit {
-                    checkpoints.pop_front();
-                }
-                if let Some(&(t, pos)) = checkpoints.front()
-                    && t <= limit
-                {
-                    self.progress.rebuild_from = self.progress.rebuild_from.max(pos);
-                }
-                self.metrics.alert_position.get_or_create(&self.labels).set(last.next as i64);
-            }
-            if persisted.elapsed() >= PERSIST_EVERY {
-                self.persist()?;
-                persisted = Instant::now();
-            }
-        }
+        let ack = r.dest.status().await.map_err(|e| SinkError::retryable(format!("evaluator unreachable: {e}")))?;
+        self.horizon_ns = ack.horizon_ns();
+        self.adopt(&ack);
+        Ok(self.progress.delivered)
     }
 
-    /// Records the instance that answered; when it is not the one the points went to, seeks back to
+    fn add(&mut self, record: &Record) -> Result<(), DecodeError> {
+        let r = &self.replica;
+        let batch = Batch::decode(&record.payload)?;
+        self.points.extend(batch.points.into_iter().filter(|p| {
+            let route = r.distribution.route(&p.series, p.series_id);
+            Distribution::target(route, r.evaluators) == r.evaluator
+        }));
+        self.taken.push((record.ingest_time, record.position));
+        Ok(())
+    }
+
+    fn flush_now(&self, _due: bool) -> bool {
+        true
+    }
+
+    async fn flush(&mut self, end: u64) -> Result<Flushed, SinkError> {
+        let r = Arc::clone(&self.replica);
+        if !self.points.is_empty() {
+            let batch = Batch::new(std::mem::take(&mut self.points));
+            let pushed = r.dest.push(&batch, self.progress.instance.as_deref()).await;
+            let (ack, accepted) = match pushed {
+                Ok(answer) => answer,
+                Err(e) => {
+                    self.points = batch.points;
+                    r.metrics.alert_errors.get_or_create(&r.labels).inc();
+                    return Err(SinkError::retryable(format!("push to evaluator failed: {e}")));
+                }
+            };
+            self.horizon_ns = ack.horizon_ns();
+            // A refused push means another instance answered: adopting it replays its history.
+            if self.adopt(&ack) || !accepted {
+                self.taken.clear();
+                self.checkpoints.clear();
+                return Ok(Flushed::Rewind(self.progress.delivered));
+            }
+            r.metrics.alert_points.get_or_create(&r.labels).inc_by(batch.points.len() as u64);
+        }
+        let last_time = self.taken.last().map_or(0, |&(t, _)| t);
+        for (t, position) in self.taken.drain(..) {
+            if self.checkpoints.back().is_none_or(|&(last, _)| t - last >= CHECKPOINT_SPACING_NS) {
+                self.checkpoints.push_back((t, position));
+            }
+        }
+        self.progress.delivered = end;
+        // The newest checkpoint at or before `last - horizon` is where a replay must start.
+        let limit = last_time - self.horizon_ns;
+        while self.checkpoints.len() >= 2 && self.checkpoints[1].0 <= limit {
+            self.checkpoints.pop_front();
+        }
+        if let Some(&(t, pos)) = self.checkpoints.front()
+            && t <= limit
+        {
+            self.progress.rebuild_from = self.progress.rebuild_from.max(pos);
+        }
+        r.metrics.alert_position.get_or_create(&r.labels).set(end as i64);
+        if self.persisted.elapsed() >= PERSIST_EVERY {
+            self.persist()?;
+            self.persisted = Instant::now();
+        }
+        Ok(Flushed::Done)
+    }
+
+    fn close(&mut self) -> Result<(), SinkError> {
+        self.persist()
+    }
+}
+
+impl ReplicaDelivery {
+    /// Records the instance that answered; when it is not the one the points went to, moves back to
     /// the rebuild position and returns true.
-    fn adopt(&mut self, ack: &Ack, reader: &mut yaffle_log::LogReader) -> bool {
+    fn adopt(&mut self, ack: &Ack) -> bool {
+        let r = &self.replica;
         let restarted = self.progress.instance.as_deref().is_some_and(|i| i != ack.instance);
         self.progress.instance = Some(ack.instance.clone());
         if restarted {
             tracing::info!(
-                replica = %self.labels.replica, from = self.progress.rebuild_from, to = self.progress.delivered,
+                from = self.progress.rebuild_from,
+                to = self.progress.delivered,
                 "evaluator restarted, replaying its horizon"
             );
-            self.metrics.alert_replays.get_or_create(&self.labels).inc();
-            reader.seek(self.progress.rebuild_from);
+            r.metrics.alert_replays.get_or_create(&r.labels).inc();
             self.progress.delivered = self.progress.rebuild_from;
         }
         restarted
     }
 
-    /// The points of `records` that go to this task's evaluator.
-    fn route(&self, records: &[Record]) -> Result<Batch, IngestError> {
-        let mut points = Vec::new();
-        for r in records {
-            let batch = Batch::decode(&r.payload)
-                .map_err(|e| IngestError::LogCorrupt { position: r.position, reason: e.to_string() })?;
-            points.extend(batch.points.into_iter().filter(|p| {
-                let route = self.distribution.route(&p.series, p.series_id);
-                Distribution::target(route, self.evaluators) == self.evaluator
-            }));
-        }
-        Ok(Batch::new(points))
-    }
-
-    fn persist(&self) -> Result<(), IngestError> {
-        save_json(&self.path, &self.progress)?;
+    fn persist(&self) -> Result<(), SinkError> {
+        let r = &self.replica;
+        save_json(&r.path, &self.progress).map_err(SinkError::classify)?;
         let oldest = {
-            let mut positions = self.positions.lock().expect("positions lock");
-            positions[self.slot] = self.progress.rebuild_from;
+            let mut positions = r.positions.lock().expect("positions lock");
+            positions[r.slot] = self.progress.rebuild_from;
             positions.iter().copied().min().expect("at least one replica")
         };
-        Ok(self.log.commit(CursorName::Alert, oldest)?)
+        Ok(r.log.commit(CursorName::Alert, oldest)?)
     }
 }

@@ -101,6 +101,10 @@ async fn routes_by_measurement_replicas_progress_alone_and_restarts_replay() {
     let measurements = ["cpu", "mem", "disk", "net", "swap", "load"];
     for t in 0..10 {
         log.append(batch(&measurements, t)).await.unwrap();
+        if t == 4 {
+            // One undecodable record: skipped and counted, the sink goes on.
+            log.append(b"not a batch".to_vec()).await.unwrap();
+        }
     }
     let (a1, a2, b1) = (Recorder::new("a1"), Recorder::new("a2"), Recorder::new("b1"));
     a2.down.store(true, Ordering::SeqCst);
@@ -114,7 +118,8 @@ async fn routes_by_measurement_replicas_progress_alone_and_restarts_replay() {
         vec![vec![a1.clone(), a2.clone()], vec![b1.clone() as Arc<dyn Destination>]];
     let (stop, stopped) = watch::channel(false);
     let sink = AlertSink::new(Arc::clone(&log), config, metrics, dir.path().join("alert"), destinations);
-    let task = tokio::spawn(sink.run(stopped));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let tasks = sink.spawn(&yaffle_log::sink::Supervisor::new(&mut registry), stopped).unwrap();
 
     // Evaluator A's replica 1 gets its points although replica 2 is down; B gets the rest.
     wait_until("both evaluators have every point", || a1.received().len() + b1.received().len() == 60).await;
@@ -145,6 +150,13 @@ async fn routes_by_measurement_replicas_progress_alone_and_restarts_replay() {
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "history before live points: {times:?}");
 
     stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap().unwrap();
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+    }
     assert_eq!(log.cursor_position(CursorName::Alert), 0, "a one-hour horizon keeps everything replayable");
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for replica in ["a1", "a2", "b1"] {
+        assert!(text.contains(&format!("yaffle_sink_skipped_records_total{{sink=\"alert {replica}\"}} ")), "{text}");
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use yaffle_core::ErrorStatus;
 
 use arrow::array::AsArray;
 use arrow::datatypes::UInt64Type;
@@ -75,13 +76,16 @@ fn sink(s: &Setup) -> ClickHouseSink {
 async fn every_point_lands_once_on_the_shard_its_route_picks() {
     let s = setup("placement").await;
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(sink(&s).run(stopped));
+    let tasks = sink(&s)
+        .spawn(&yaffle_log::sink::Supervisor::new(&mut prometheus_client::registry::Registry::default()), stopped);
     for i in 0..10 {
         s.log.append(batch(i * 1000, 1000, 50).encode()).await.unwrap();
     }
     wait_for(s.store.as_ref(), 10_000).await;
     stop.send(true).unwrap();
-    task.await.unwrap().unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
 
     let store = s.store.as_ref();
     assert_eq!(count(store, "SELECT count() FROM points").await, 10_000);
@@ -137,11 +141,14 @@ async fn a_block_pending_at_a_crash_is_inserted_again_without_duplicates() {
     wait_for(s.store.as_ref(), 500).await;
 
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(sink(&s).run(stopped));
+    let tasks = sink(&s)
+        .spawn(&yaffle_log::sink::Supervisor::new(&mut prometheus_client::registry::Registry::default()), stopped);
     wait_for(s.store.as_ref(), 1000).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.send(true).unwrap();
-    task.await.unwrap().unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
     sync_replicas(s.store.as_ref()).await;
     assert_eq!(count(s.store.as_ref(), "SELECT count() FROM points").await, 1000);
     assert_eq!(count(s.store.as_ref(), "SELECT uniqExact(value_int) FROM points").await, 1000);

@@ -25,8 +25,12 @@ pub struct KafkaSinkConfig {
     /// How points map to partitions: `series` (default), `measurement` or `measurement+tags`. Every
     /// strategy is a series or coarser, so a series always lands in one partition.
     pub distribution: DistributionConfig,
-    /// Log bytes read per step; one message per partition per step.
+    /// Log bytes read per step; one message per partition per step, split where it would exceed
+    /// `max_message_bytes`.
     pub read_bytes: ByteSize,
+    /// Largest message value produced (librdkafka `message.max.bytes`): keep it at or under the
+    /// broker's `message.max.bytes` (1 MB by default) and the topic's `max.message.bytes`.
+    pub max_message_bytes: ByteSize,
     /// librdkafka `linger.ms`: how long the producer waits to fill a request.
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
@@ -71,6 +75,7 @@ impl Default for KafkaSinkConfig {
             compression: Compression::Lz4,
             distribution: DistributionConfig::default(),
             read_bytes: ByteSize::kib(512),
+            max_message_bytes: ByteSize::kb(1000),
             linger: Duration::from_millis(5),
             delivery_timeout: Duration::from_secs(30),
             retry_initial: Duration::from_millis(100),
@@ -90,6 +95,9 @@ impl KafkaSinkConfig {
         }
         if self.retry_initial.is_zero() || self.retry_initial > self.retry_max {
             return Err("sinks.kafka.retry_initial must be positive and at most sinks.kafka.retry_max".into());
+        }
+        if !(ByteSize::kib(1)..=ByteSize::gib(1)).contains(&self.max_message_bytes) {
+            return Err("sinks.kafka.max_message_bytes must be between 1KiB and 1GiB".into());
         }
         if self.delivery_timeout < Duration::from_secs(1) {
             return Err("sinks.kafka.delivery_timeout must be at least 1s".into());

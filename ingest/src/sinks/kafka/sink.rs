@@ -6,21 +6,22 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use tokio::sync::watch;
-use tracing::instrument;
-use yaffle_core::Batch;
+use tokio::task::JoinHandle;
+use yaffle_core::batch::DecodeError;
 use yaffle_core::strategy::Distribution;
-
-use super::KafkaSinkConfig;
-use crate::error::IngestError;
-use crate::metrics::Metrics;
-use crate::sinks::{Backoff, sleep_or_shutdown};
+use yaffle_core::{Batch, Point};
+use yaffle_log::sink::{Delivery, DriverConfig, Flushed, SinkError, Supervisor};
 use yaffle_log::{CursorName, Log, Record};
 
-/// Reads the `kafka` cursor and produces to the topic.
+use super::KafkaSinkConfig;
+use crate::metrics::Metrics;
+
+/// Reads the `kafka` cursor and produces to the topic, on the sink runtime ([`yaffle_log::sink`]).
 #[derive(Debug)]
 pub struct KafkaSink {
     log: Arc<Log>,
@@ -50,44 +51,31 @@ impl KafkaSink {
             .set("compression.type", self.config.compression.as_str())
             .set("linger.ms", self.config.linger.as_millis().to_string())
             .set("message.timeout.ms", self.config.delivery_timeout.as_millis().to_string())
-            .set("message.max.bytes", (16 << 20).to_string());
+            // Values are cut to max_message_bytes; the slack covers the record's own framing.
+            .set("message.max.bytes", (self.config.max_message_bytes.as_u64() + 16_384).to_string());
         c
     }
 
-    /// Runs until `shutdown` turns true.
-    #[instrument(name = "kafka_sink", skip_all, fields(topic = %self.config.topic))]
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), IngestError> {
-        let distribution = Distribution::new(&self.config.distribution).map_err(IngestError::Config)?;
-        let producer: FutureProducer =
-            self.client_config().create().map_err(|e| IngestError::Config(format!("sinks.kafka: {e}")))?;
-        let mut backoff = Backoff::new(self.config.retry_initial, self.config.retry_max);
-        let partitions = loop {
-            match self.ensure_topic(&producer).await {
-                Ok(n) => break n,
-                Err(e) => {
-                    tracing::warn!(error = %e, "kafka not ready, retrying");
-                    if sleep_or_shutdown(backoff.next_delay(), &mut shutdown).await {
-                        return Ok(());
-                    }
-                }
-            }
+    /// Runs the sink `kafka` under `supervisor` until `shutdown` turns true.
+    pub fn spawn(self, supervisor: &Arc<Supervisor>, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        let c = &self.config;
+        let driver = DriverConfig {
+            read_bytes: c.read_bytes.as_u64() as usize,
+            flush_interval: Duration::from_secs(1),
+            retry_initial: c.retry_initial,
+            retry_max: c.retry_max,
         };
-        backoff.reset();
-        let mut reader = self.log.reader(CursorName::Kafka);
-        tracing::info!(position = reader.position(), partitions, "kafka sink started");
-        let read_bytes = self.config.read_bytes.as_u64() as usize;
-        loop {
-            let records = tokio::select! {
-                _ = shutdown.changed() => return Ok(()),
-                r = reader.next(read_bytes, Duration::from_secs(1)) => r?,
-            };
-            let Some(last) = records.last() else { continue };
-            let messages = self.messages(&records, &distribution, partitions)?;
-            if !self.deliver(&producer, messages, &mut backoff, &mut shutdown).await {
-                return Ok(());
-            }
-            self.log.commit(CursorName::Kafka, last.next)?;
-        }
+        let log = Arc::clone(&self.log);
+        let sink = Arc::new(self);
+        let make = move || KafkaDelivery {
+            sink: Arc::clone(&sink),
+            producer: None,
+            distribution: None,
+            by_partition: Vec::new(),
+            timestamp_ms: 0,
+            pending: Vec::new(),
+        };
+        supervisor.spawn("kafka", log, CursorName::Kafka, driver, make, shutdown)
     }
 
     /// Creates the topic if it is absent; returns its partition count.
@@ -127,85 +115,141 @@ impl KafkaSink {
         }
         Ok(partitions)
     }
+}
 
-    /// One message per partition with the points of `records` routed to it.
-    fn messages(
-        &self,
-        records: &[Record],
-        distribution: &Distribution,
-        partitions: usize,
-    ) -> Result<Vec<Message>, IngestError> {
-        let mut by_partition: Vec<Vec<yaffle_core::Point>> = vec![Vec::new(); partitions];
-        for r in records {
-            let batch = Batch::decode(&r.payload)
-                .map_err(|e| IngestError::LogCorrupt { position: r.position, reason: e.to_string() })?;
-            for p in batch.points {
-                let partition = Distribution::target(distribution.route(&p.series, p.series_id), partitions);
-                by_partition[partition].push(p);
-            }
-        }
-        let timestamp_ms = records.last().map_or(0, |r| r.ingest_time / 1_000_000);
-        Ok(by_partition
-            .into_iter()
-            .enumerate()
-            .filter(|(_, points)| !points.is_empty())
-            .map(|(partition, points)| Message {
-                partition: partition as i32,
-                points: points.len() as u64,
-                payload: Batch::new(points).encode(),
-                timestamp_ms,
-            })
-            .collect())
+/// The sink's delivery: points routed per partition, produced as one message per partition (split
+/// to stay under `max_message_bytes`) and committed once the broker acknowledged them all.
+struct KafkaDelivery {
+    sink: Arc<KafkaSink>,
+    producer: Option<FutureProducer>,
+    distribution: Option<Distribution>,
+    /// Points held per partition.
+    by_partition: Vec<Vec<Point>>,
+    /// The ingest time of the last record held: the messages' timestamp.
+    timestamp_ms: i64,
+    /// Messages built and not yet acknowledged, kept for retries.
+    pending: Vec<Message>,
+}
+
+impl Delivery for KafkaDelivery {
+    async fn start(&mut self) -> Result<u64, SinkError> {
+        let sink = &self.sink;
+        let distribution = Distribution::new(&sink.config.distribution)
+            .map_err(|e| SinkError::fatal(format!("sinks.kafka.distribution: {e}")))?;
+        let producer: FutureProducer =
+            sink.client_config().create().map_err(|e| SinkError::fatal(format!("sinks.kafka: {e}")))?;
+        let partitions = sink.ensure_topic(&producer).await.map_err(SinkError::retryable)?;
+        tracing::info!(partitions, topic = %sink.config.topic, "kafka sink ready");
+        self.by_partition = vec![Vec::new(); partitions];
+        self.producer = Some(producer);
+        self.distribution = Some(distribution);
+        Ok(sink.log.cursor_position(CursorName::Kafka))
     }
 
-    /// Sends `messages` until the broker acknowledged every one; false if shutdown came first.
-    async fn deliver(
-        &self,
-        producer: &FutureProducer,
-        mut pending: Vec<Message>,
-        backoff: &mut Backoff,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> bool {
-        loop {
-            let mut futures = Vec::with_capacity(pending.len());
-            for m in &pending {
-                let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(&self.config.topic)
-                    .partition(m.partition)
-                    .payload(m.payload.as_slice())
-                    .timestamp(m.timestamp_ms);
-                futures.push(producer.send_result(record).map_err(|(e, _)| e.to_string()));
-            }
-            let mut failed = Vec::new();
-            for (m, f) in pending.into_iter().zip(futures) {
-                let outcome = match f {
-                    Ok(delivery) => match delivery.await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err((e, _))) => Err(e.to_string()),
-                        Err(_) => Err("the producer went away".to_string()),
-                    },
-                    Err(e) => Err(e),
-                };
-                match outcome {
-                    Ok(()) => {
-                        self.metrics.kafka_points.inc_by(m.points);
-                        self.metrics.kafka_messages.inc();
-                        self.metrics.kafka_bytes.inc_by(m.payload.len() as u64);
-                    }
-                    Err(e) => {
-                        self.metrics.kafka_errors.inc();
-                        tracing::warn!(partition = m.partition, error = %e, "kafka delivery failed, retrying");
-                        failed.push(m);
-                    }
+    fn add(&mut self, record: &Record) -> Result<(), DecodeError> {
+        let distribution = self.distribution.as_ref().expect("set by start");
+        let partitions = self.by_partition.len();
+        for p in Batch::decode(&record.payload)?.points {
+            let partition = Distribution::target(distribution.route(&p.series, p.series_id), partitions);
+            self.by_partition[partition].push(p);
+        }
+        self.timestamp_ms = record.ingest_time / 1_000_000;
+        Ok(())
+    }
+
+    fn flush_now(&self, _due: bool) -> bool {
+        true // a step's messages go out at once; the producer's linger batches them
+    }
+
+    async fn flush(&mut self, end: u64) -> Result<Flushed, SinkError> {
+        if self.pending.is_empty() {
+            let max = self.sink.config.max_message_bytes.as_u64() as usize;
+            for (partition, points) in self.by_partition.iter_mut().enumerate() {
+                let points = std::mem::take(points);
+                if !points.is_empty() {
+                    messages(partition as i32, points, self.timestamp_ms, max, &mut self.pending)?;
                 }
             }
-            if failed.is_empty() {
-                backoff.reset();
-                return true;
+        }
+        self.deliver().await?;
+        self.sink.log.commit(CursorName::Kafka, end)?;
+        Ok(Flushed::Done)
+    }
+}
+
+impl KafkaDelivery {
+    /// Sends the pending messages; those the broker did not acknowledge stay pending.
+    async fn deliver(&mut self) -> Result<(), SinkError> {
+        let (producer, sink) = (self.producer.as_ref().expect("set by start"), &self.sink);
+        let metrics = &sink.metrics;
+        let mut futures = Vec::with_capacity(self.pending.len());
+        for m in &self.pending {
+            let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(&sink.config.topic)
+                .partition(m.partition)
+                .payload(m.payload.as_slice())
+                .timestamp(m.timestamp_ms);
+            futures.push(producer.send_result(record).map_err(|(e, _)| e));
+        }
+        let mut failed = Vec::new();
+        let mut error = None;
+        for (m, f) in std::mem::take(&mut self.pending).into_iter().zip(futures) {
+            let outcome = match f {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((e, _))) => Err(e),
+                    Err(_) => Err(KafkaError::Canceled),
+                },
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(()) => {
+                    metrics.kafka_points.inc_by(m.points);
+                    metrics.kafka_messages.inc();
+                    metrics.kafka_bytes.inc_by(m.payload.len() as u64);
+                }
+                Err(e) => {
+                    metrics.kafka_errors.inc();
+                    tracing::warn!(partition = m.partition, error = %e, "kafka delivery failed");
+                    error.get_or_insert(e);
+                    failed.push(m);
+                }
             }
-            if sleep_or_shutdown(backoff.next_delay(), shutdown).await {
-                return false;
+        }
+        self.pending = failed;
+        match error {
+            None => Ok(()),
+            // The broker refuses the size for good: retrying the same message cannot help.
+            Some(e @ KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
+                Err(SinkError::fatal(format!("{e}: lower sinks.kafka.max_message_bytes to the broker's limit")))
             }
-            pending = failed;
+            Some(e) => Err(SinkError::retryable(e)),
         }
     }
+}
+
+/// `points` of one partition as messages of at most `max` bytes, halving where a message is larger.
+fn messages(
+    partition: i32,
+    points: Vec<Point>,
+    timestamp_ms: i64,
+    max: usize,
+    out: &mut Vec<Message>,
+) -> Result<(), SinkError> {
+    let batch = Batch::new(points);
+    let payload = batch.encode();
+    if payload.len() <= max {
+        out.push(Message { partition, payload, timestamp_ms, points: batch.points.len() as u64 });
+        return Ok(());
+    }
+    let mut points = batch.points;
+    if points.len() == 1 {
+        return Err(SinkError::fatal(format!(
+            "one point of series {} encodes to {} bytes, over sinks.kafka.max_message_bytes ({max})",
+            points[0].series,
+            payload.len()
+        )));
+    }
+    let second = points.split_off(points.len() / 2);
+    messages(partition, points, timestamp_ms, max, out)?;
+    messages(partition, second, timestamp_ms, max, out)
 }

@@ -1,6 +1,6 @@
 //! The Kafka sink against a real broker (tansu via `scripts/kafka`): partitioning by series, one
-//! message per partition per step, delivery before the cursor moves, and a broker outage the sink
-//! rides out.
+//! message per partition per step (split under the size limit), delivery before the cursor moves,
+//! undecodable records skipped and counted, and a broker outage the sink rides out.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -113,16 +113,15 @@ async fn a_series_lands_in_one_partition_one_message_per_partition_per_step() {
         log.append(batch(step, 50)).await.unwrap();
     }
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(
-        KafkaSink::new(Arc::clone(&log), sink_config(&brokers, &topic), Arc::clone(&metrics)).run(stopped),
-    );
+    let task = KafkaSink::new(Arc::clone(&log), sink_config(&brokers, &topic), Arc::clone(&metrics))
+        .spawn(&yaffle_log::sink::Supervisor::new(&mut prometheus_client::registry::Registry::default()), stopped);
     let end = log.end();
     wait_until("the cursor passed every record", Duration::from_secs(30), || {
         log.cursor_position(CursorName::Kafka) == end
     })
     .await;
     stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
 
     let messages = read_all(&brokers, &topic, 20 * 50);
     let distribution = Distribution::new(&DistributionConfig::default()).unwrap();
@@ -152,6 +151,45 @@ async fn a_series_lands_in_one_partition_one_message_per_partition_per_step() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_record_is_skipped_and_counted_and_large_steps_are_split_under_the_limit() {
+    let brokers = peer::shared();
+    let topic = unique("split");
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let log = open_log(dir.path(), &metrics);
+    log.append(batch(0, 2000)).await.unwrap();
+    log.append(b"not a batch".to_vec()).await.unwrap();
+    log.append(batch(1, 2000)).await.unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let sinks = yaffle_log::sink::Supervisor::new(&mut registry);
+    let config = KafkaSinkConfig { max_message_bytes: bytesize::ByteSize::kib(16), ..sink_config(&brokers, &topic) };
+    let (stop, stopped) = watch::channel(false);
+    let task = KafkaSink::new(Arc::clone(&log), config, Arc::clone(&metrics)).spawn(&sinks, stopped);
+    let end = log.end();
+    wait_until("the cursor passed every record", Duration::from_secs(30), || {
+        log.cursor_position(CursorName::Kafka) == end
+    })
+    .await;
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+
+    let messages = read_all(&brokers, &topic, 2 * 2000);
+    let points: std::collections::BTreeSet<(String, i64)> = messages
+        .iter()
+        .flat_map(|(_, _, points)| points.iter().map(|p| (p.series.tag("host").unwrap().to_string(), p.timestamp)))
+        .collect();
+    assert_eq!(points.len(), 4000, "every point of the good records arrived once");
+    assert!(messages.len() > 2 * PARTITIONS as usize, "{} messages: the steps were split", messages.len());
+    for (_, _, points) in &messages {
+        assert!(Batch::new(points.clone()).encode().len() <= 16 * 1024, "a message over the limit");
+    }
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("yaffle_sink_skipped_records_total{sink=\"kafka\"} 1\n"), "{text}");
+    assert_eq!(sinks.statuses()["kafka"].state, yaffle_log::sink::SinkState::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_broker_is_down_the_cursor_waits_and_the_backlog_drains_after() {
     let data = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -164,9 +202,8 @@ async fn while_the_broker_is_down_the_cursor_waits_and_the_backlog_drains_after(
         log.append(batch(step, 10)).await.unwrap();
     }
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(
-        KafkaSink::new(Arc::clone(&log), sink_config(&broker.address, &topic), Arc::clone(&metrics)).run(stopped),
-    );
+    let task = KafkaSink::new(Arc::clone(&log), sink_config(&broker.address, &topic), Arc::clone(&metrics))
+        .spawn(&yaffle_log::sink::Supervisor::new(&mut prometheus_client::registry::Registry::default()), stopped);
     // No broker: ingest keeps appending, the cursor stays.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for step in 5..10 {
@@ -188,7 +225,7 @@ async fn while_the_broker_is_down_the_cursor_waits_and_the_backlog_drains_after(
     wait_until("the second backlog drained", Duration::from_secs(60), || log.cursor_position(CursorName::Kafka) == end)
         .await;
     stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
 
     let messages = read_all(&broker.address, &topic, 15 * 10);
     let mut seen: BTreeMap<(String, i64), usize> = BTreeMap::new();

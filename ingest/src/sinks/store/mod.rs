@@ -10,7 +10,7 @@
 mod config;
 mod sink;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use config::StoreSinkConfig;
 pub use sink::StoreSink;

@@ -1,21 +1,20 @@
-//! The store sink's task.
+//! The store sink's delivery, run on the sink runtime ([`yaffle_log::sink`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::time::Instant;
-use tracing::instrument;
+use tokio::task::JoinHandle;
+use yaffle_core::batch::DecodeError;
 use yaffle_core::{Batch, Point};
+use yaffle_log::sink::{Delivery, DriverConfig, Flushed, SinkError, Supervisor};
+use yaffle_log::{CursorName, Log, Record};
 use yaffle_store::PositionedStore;
 
 use super::StoreSinkConfig;
 use crate::metrics::Metrics;
-use crate::sinks::{Backoff, sleep_or_shutdown};
-use yaffle_log::{CursorName, Log};
 
-/// Reads the `store` cursor and writes to a store.
-#[derive(Debug)]
+/// Reads the `store` cursor and writes to a store that records the log position with the points.
+#[derive(Debug, Clone)]
 pub struct StoreSink {
     log: Arc<Log>,
     store: Arc<dyn PositionedStore>,
@@ -23,96 +22,63 @@ pub struct StoreSink {
     metrics: Arc<Metrics>,
 }
 
-struct Pending {
-    points: Vec<Point>,
-    /// Log position after the last record read.
-    end: u64,
-    since: Option<Instant>,
-}
-
 impl StoreSink {
-    /// A sink; call [`StoreSink::run`] to start it.
+    /// A sink; [`StoreSink::spawn`] starts it.
     pub fn new(log: Arc<Log>, store: Arc<dyn PositionedStore>, config: StoreSinkConfig, metrics: Arc<Metrics>) -> Self {
         Self { log, store, config, metrics }
     }
 
-    /// Runs until `shutdown` turns true, then flushes what it holds (one attempt) and returns.
-    #[instrument(name = "store_sink", skip_all)]
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = Backoff::new(self.config.retry_initial, self.config.retry_max);
-        let start = loop {
-            match self.store.committed_position().await {
-                Ok(p) => break p.max(self.log.cursor_position(CursorName::Store)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "store not ready, retrying");
-                    if sleep_or_shutdown(backoff.next_delay(), &mut shutdown).await {
-                        return;
-                    }
-                }
-            }
+    /// Runs the sink `store` under `supervisor` until `shutdown` turns true, then delivers what it
+    /// holds (one attempt) and returns.
+    pub fn spawn(self, supervisor: &Arc<Supervisor>, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        let c = &self.config;
+        let driver = DriverConfig {
+            read_bytes: c.read_bytes.as_u64() as usize,
+            flush_interval: c.flush_interval,
+            retry_initial: c.retry_initial,
+            retry_max: c.retry_max,
         };
-        let mut reader = self.log.reader(CursorName::Store);
-        reader.seek(start.min(self.log.end()));
-        tracing::info!(position = reader.position(), "store sink started");
-        let mut pending = Pending { points: Vec::new(), end: reader.position(), since: None };
-        let read_bytes = self.config.read_bytes.as_u64() as usize;
-        loop {
-            let wait = pending
-                .since
-                .map_or(self.config.flush_interval, |s| self.config.flush_interval.saturating_sub(s.elapsed()));
-            tokio::select! {
-                _ = shutdown.changed() => {
-                    if !pending.points.is_empty() {
-                        let _ = self.flush(&mut pending).await;
-                    }
-                    tracing::info!(position = pending.end, "store sink stopped");
-                    return;
-                }
-                records = reader.next(read_bytes, wait.max(Duration::from_millis(1))) => match records {
-                    Ok(records) => {
-                        for r in records {
-                            match Batch::decode(&r.payload) {
-                                Ok(b) => pending.points.extend(b.points),
-                                Err(e) => tracing::error!(position = r.position, error = %e, "skipped an undecodable log record"),
-                            }
-                            pending.since.get_or_insert_with(Instant::now);
-                            pending.end = r.next;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "reading the log failed");
-                        if sleep_or_shutdown(backoff.next_delay(), &mut shutdown).await {
-                            return;
-                        }
-                    }
-                },
-            }
-            let due = pending.since.is_some_and(|s| s.elapsed() >= self.config.flush_interval);
-            if due || pending.points.len() >= self.config.max_points {
-                while let Err(e) = self.flush(&mut pending).await {
-                    tracing::warn!(error = %e, points = pending.points.len(), "store write failed, retrying");
-                    if sleep_or_shutdown(backoff.next_delay(), &mut shutdown).await {
-                        return;
-                    }
-                }
-                backoff.reset();
-            }
-        }
+        let log = Arc::clone(&self.log);
+        let make = move || StoreDelivery { sink: self.clone(), points: Vec::new() };
+        supervisor.spawn("store", log, CursorName::Store, driver, make, shutdown)
+    }
+}
+
+struct StoreDelivery {
+    sink: StoreSink,
+    points: Vec<Point>,
+}
+
+impl Delivery for StoreDelivery {
+    async fn start(&mut self) -> Result<u64, SinkError> {
+        let log = &self.sink.log;
+        let stored = self.sink.store.committed_position().await.map_err(SinkError::classify)?;
+        // After a crash between the store's write and the cursor's commit, the store knows better.
+        Ok(stored.max(log.cursor_position(CursorName::Store)).min(log.end()))
     }
 
-    async fn flush(&self, pending: &mut Pending) -> Result<(), String> {
-        if !pending.points.is_empty() {
-            if let Err(e) = self.store.write_points(&pending.points, pending.end).await {
-                self.metrics.store_errors.inc();
-                return Err(e.to_string());
-            }
-            self.metrics.store_points.inc_by(pending.points.len() as u64);
-            self.metrics.store_flushes.inc();
-        }
-        self.log.commit(CursorName::Store, pending.end).map_err(|e| e.to_string())?;
-        tracing::debug!(points = pending.points.len(), position = pending.end, "flushed to the store");
-        pending.points.clear();
-        pending.since = None;
+    fn add(&mut self, record: &Record) -> Result<(), DecodeError> {
+        self.points.extend(Batch::decode(&record.payload)?.points);
         Ok(())
+    }
+
+    fn flush_now(&self, due: bool) -> bool {
+        due || self.points.len() >= self.sink.config.max_points
+    }
+
+    async fn flush(&mut self, end: u64) -> Result<Flushed, SinkError> {
+        let StoreSink { log, store, metrics, .. } = &self.sink;
+        if !self.points.is_empty() {
+            if let Err(e) = store.write_points(&self.points, end).await {
+                metrics.store_errors.inc();
+                return Err(SinkError::classify(e));
+            }
+            metrics.store_points.inc_by(self.points.len() as u64);
+            metrics.store_flushes.inc();
+        }
+        log.commit(CursorName::Store, end)?;
+        tracing::debug!(points = self.points.len(), position = end, "flushed to the store");
+        self.points.clear();
+        Ok(Flushed::Done)
     }
 }

@@ -44,18 +44,30 @@ async fn wait_for(store: &dyn Store, n: i64) {
     panic!("store has {} points, expected {n}", count(store).await);
 }
 
-/// A store that fails its first `failures` writes: a mock beside the real store, to drive retries.
+/// A store that fails its first `failures` writes, retryably or not: a mock beside the real store, to
+/// drive retries and restarts.
 #[derive(Debug)]
-struct Flaky {
+pub(crate) struct Flaky {
     inner: EmbeddedStore,
     failures: AtomicUsize,
+    fatal: bool,
+}
+
+impl Flaky {
+    pub(crate) fn new(inner: EmbeddedStore, failures: usize, fatal: bool) -> Self {
+        Self { inner, failures: AtomicUsize::new(failures), fatal }
+    }
 }
 
 #[async_trait::async_trait]
 impl PositionedStore for Flaky {
     async fn write_points(&self, points: &[Point], position: u64) -> Result<(), StoreError> {
         if self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1)).is_ok() {
-            return Err(StoreError::Execution("injected failure".into()));
+            return Err(if self.fatal {
+                StoreError::Config("injected refusal".into())
+            } else {
+                StoreError::Execution("injected failure".into())
+            });
         }
         self.inner.write_points(points, position).await
     }
@@ -91,8 +103,8 @@ async fn delivers_the_log_and_commits_the_cursor() {
     let store: Arc<dyn PositionedStore> =
         Arc::new(EmbeddedStore::open(dir.path(), &EmbeddedConfig::default()).await.unwrap());
     let (stop, stopped) = watch::channel(false);
-    let task =
-        tokio::spawn(StoreSink::new(Arc::clone(&log), Arc::clone(&store), config(), Arc::clone(&metrics)).run(stopped));
+    let task = StoreSink::new(Arc::clone(&log), Arc::clone(&store), config(), Arc::clone(&metrics))
+        .spawn(&yaffle_log::sink::Supervisor::new(&mut prometheus_client::registry::Registry::default()), stopped);
     for i in 0..10 {
         log.append(batch(i * 100, 100)).await.unwrap();
     }
@@ -110,9 +122,10 @@ async fn a_failing_store_is_retried_without_loss_or_duplicates() {
     let metrics = Arc::new(Metrics::default());
     let log = Arc::new(Log::open(dir.path(), &LogConfig::default(), Arc::clone(&metrics.log)).unwrap());
     let inner = EmbeddedStore::open(dir.path(), &EmbeddedConfig::default()).await.unwrap();
-    let store: Arc<dyn PositionedStore> = Arc::new(Flaky { inner, failures: AtomicUsize::new(3) });
+    let store: Arc<dyn PositionedStore> = Arc::new(Flaky::new(inner, 3, false));
     let (_stop, stopped) = watch::channel(false);
-    tokio::spawn(StoreSink::new(Arc::clone(&log), Arc::clone(&store), config(), Arc::clone(&metrics)).run(stopped));
+    StoreSink::new(Arc::clone(&log), Arc::clone(&store), config(), Arc::clone(&metrics))
+        .spawn(&yaffle_log::sink::Supervisor::new(&mut prometheus_client::registry::Registry::default()), stopped);
     for i in 0..5 {
         log.append(batch(i * 10, 10)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -138,7 +151,8 @@ async fn resumes_from_the_store_position_when_the_cursor_lags_after_a_crash() {
     store.write_points(&key, first.next).await.unwrap();
     log.append(batch(10, 10)).await.unwrap();
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(StoreSink::new(Arc::clone(&log), Arc::clone(&store), config(), metrics).run(stopped));
+    let task = StoreSink::new(Arc::clone(&log), Arc::clone(&store), config(), metrics)
+        .spawn(&yaffle_log::sink::Supervisor::new(&mut prometheus_client::registry::Registry::default()), stopped);
     wait_for(store.as_ref(), 20).await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     stop.send(true).unwrap();

@@ -9,7 +9,9 @@ use tokio::sync::watch;
 use yaffle_alert::server::{self, ApiState};
 use yaffle_alert::{AlertConfig, Metrics, RuleSet, Service};
 use yaffle_core::Batch;
+use yaffle_ingest::http::serve_router;
 use yaffle_ingest::sinks::alert::{Ack, Destination, HttpDestination};
+use yaffle_log::sink::SinkError;
 
 use crate::config::Config;
 
@@ -27,12 +29,21 @@ impl Destination for InProcess {
         Ok(ack(self.0.status()))
     }
 
-    async fn push(&self, batch: &Batch, expected: Option<&str>) -> Result<(Ack, bool), String> {
+    async fn push(&self, batch: &Batch, _: &[u8], expected: Option<&str>) -> Result<(Ack, bool), SinkError> {
         let status = self.0.status();
         if expected.is_some_and(|e| e != status.instance) {
             return Ok((ack(status), false));
         }
-        self.0.push(batch.clone()).await.map(|s| (ack(s), true))
+        self.0.push(batch.clone()).await.map(|s| (ack(s), true)).map_err(SinkError::retryable)
+    }
+}
+
+fn api_state(config: &Config, service: Service, registry: Registry) -> ApiState {
+    ApiState {
+        service,
+        registry: Arc::new(registry),
+        auth: Arc::new(config.auth.clone()),
+        max_push_bytes: config.alert.max_push_bytes.as_u64() as usize,
     }
 }
 
@@ -40,35 +51,28 @@ fn ack(s: yaffle_alert::Status) -> Ack {
     Ack { instance: s.instance, horizon_seconds: s.horizon_seconds }
 }
 
-/// Standalone's evaluators: its own in-process one (whose API is served on `alert.bind`) when rule
-/// files are configured, else the remote ones of `sinks.alert.evaluators`.
-pub(crate) async fn destinations(
+/// The remote evaluators of `sinks.alert.evaluators`, by evaluator.
+pub(crate) fn remote(config: &Config) -> Vec<Vec<Arc<dyn Destination>>> {
+    let (timeout, token) = (config.sinks.alert.timeout, &config.sinks.alert.token);
+    let destination = |url: &String| Arc::new(HttpDestination::new(url, timeout, token)) as Arc<dyn Destination>;
+    config.sinks.alert.evaluators.iter().map(|e| e.replicas.iter().map(destination).collect()).collect()
+}
+
+/// Standalone's own evaluator, in-process (its API served on `alert.bind`, its metrics on the
+/// `/metrics` of `http.bind`).
+pub(crate) async fn in_process(
     config: &Config,
     registry: &mut Registry,
     stop: watch::Receiver<bool>,
 ) -> Result<Vec<Vec<Arc<dyn Destination>>>, String> {
-    if config.alert.rule_files.is_empty() {
-        let timeout = config.sinks.alert.timeout;
-        return Ok(config
-            .sinks
-            .alert
-            .evaluators
-            .iter()
-            .map(|e| {
-                e.replicas.iter().map(|u| Arc::new(HttpDestination::new(u, timeout)) as Arc<dyn Destination>).collect()
-            })
-            .collect());
-    }
-    // Standalone's /metrics (on http.bind) shows the evaluator's metrics; alert.bind serves its API.
     let metrics = Arc::new(Metrics::new(registry));
     let service = start(config.alert.clone(), metrics, stop)?;
     let listener = tokio::net::TcpListener::bind(config.alert.bind)
         .await
         .map_err(|e| format!("cannot listen on alert.bind {}: {e}", config.alert.bind))?;
-    let app = server::app(ApiState { service: service.clone(), registry: Arc::new(Registry::default()) });
-    tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(crate::standalone::shutdown_signal()).await
-    });
+    let app = server::app(api_state(config, service.clone(), Registry::default()));
+    let http = config.http.clone();
+    tokio::spawn(async move { serve_router(listener, app, &http, crate::standalone::shutdown_signal()).await });
     Ok(vec![vec![Arc::new(InProcess(service)) as Arc<dyn Destination>]])
 }
 
@@ -80,18 +84,17 @@ fn start(config: AlertConfig, metrics: Arc<Metrics>, stop: watch::Receiver<bool>
 }
 
 /// Runs an evaluator until SIGINT or SIGTERM.
-pub(crate) async fn run(config: AlertConfig) -> Result<(), String> {
+pub(crate) async fn run(config: Config) -> Result<(), String> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let (stop, stopped) = watch::channel(false);
-    let bind = config.bind;
-    let service = start(config, metrics, stopped)?;
+    let bind = config.alert.bind;
+    let service = start(config.alert.clone(), metrics, stopped)?;
     let listener =
         tokio::net::TcpListener::bind(bind).await.map_err(|e| format!("cannot listen on alert.bind {bind}: {e}"))?;
     tracing::info!(%bind, "yaffle alert ready");
-    let app = server::app(ApiState { service, registry: Arc::new(registry) });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(crate::standalone::shutdown_signal())
+    let app = server::app(api_state(&config, service, registry));
+    serve_router(listener, app, &config.http, crate::standalone::shutdown_signal())
         .await
         .map_err(|e| format!("http server: {e}"))?;
     let _ = stop.send(true);

@@ -135,6 +135,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), String> {
         self.log.validate()?;
+        self.http.validate()?;
         self.store.embedded.validate()?;
         self.sinks.store.validate()?;
         self.sinks.clickhouse.validate()?;

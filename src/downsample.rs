@@ -27,7 +27,8 @@ pub(crate) async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on downsample.bind {bind}: {e}"))?;
     let app = Router::new().route("/metrics", get(render)).with_state(Arc::new(registry));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = config.http.clone();
+    tokio::spawn(async move { yaffle_ingest::http::serve_router(listener, app, &http, std::future::pending()).await });
     let stop = Arc::new(AtomicBool::new(false));
     let handle = tokio::runtime::Handle::current();
     let mut worker = {

@@ -3,6 +3,8 @@
 //! - `yaffle standalone`: ingest, the durable log, the embedded store and the SQL API in one process,
 //!   with no external service. The default configuration listens on 127.0.0.1:8086 and keeps its data
 //!   under `./data`.
+//! - `yaffle ingest`: the ingest proxy of a cluster (HTTP API, durable log, the sinks configured:
+//!   ClickHouse store, Kafka, evaluators), with no embedded store and no in-process downsampling.
 //! - `yaffle store init`: creates the store's tables (also done at start-up).
 //! - `yaffle query SQL`: runs SQL against the configured store.
 //! - `yaffle alert`: a streaming alert evaluator (rule files, Alertmanager).
@@ -41,6 +43,9 @@ struct Cli {
 enum Command {
     /// Runs ingest, the durable log, the embedded store and the HTTP API in one process.
     Standalone,
+    /// Runs the ingest proxy of a cluster: HTTP API, durable log, and the sinks configured (ClickHouse
+    /// store, Kafka, evaluators); no embedded store, no in-process downsampling or evaluator.
+    Ingest,
     /// Store administration.
     Store {
         #[command(subcommand)]
@@ -104,10 +109,11 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Standalone => standalone::run(config).await,
+            Command::Standalone => standalone::run(config, standalone::Role::Standalone).await,
+            Command::Ingest => standalone::run(config, standalone::Role::Ingest).await,
             Command::Store { command: StoreCommand::Init } => store_init(config).await,
             Command::Query { sql, format } => query(config, &sql, &format).await,
-            Command::Alert => alert::run(config.alert).await,
+            Command::Alert => alert::run(config).await,
             Command::Downsample => downsample::run(config).await,
             Command::Backfill(args) => downsample::backfill(config, args).await,
             Command::Rules { .. } => unreachable!("handled before the runtime starts"),

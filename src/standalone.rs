@@ -1,4 +1,7 @@
-//! `yaffle standalone`: every tier in one process, no external service.
+//! `yaffle standalone`: every tier in one process, no external service; and `yaffle ingest`, the
+//! ingest proxy of a cluster: the HTTP API, the durable log and the sinks configured (the ClickHouse
+//! store, Kafka, the evaluators), with no embedded store and no in-process downsampling or
+//! evaluator (the `yaffle downsample` workers and `yaffle alert` evaluators do that).
 
 use std::sync::Arc;
 
@@ -6,6 +9,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use yaffle_downsample::log::LogDownsampler;
 use yaffle_ingest::Metrics;
+use yaffle_ingest::cardinality::SeriesLimiter;
 use yaffle_ingest::http::{self, AppState};
 use yaffle_ingest::schema::FieldTypes;
 use yaffle_ingest::sinks::alert::AlertSink;
@@ -20,16 +24,41 @@ use yaffle_store::embedded::EmbeddedStore;
 
 use crate::config::{Config, StoreBackend};
 
+/// Which process this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Everything in one process.
+    Standalone,
+    /// The ingest proxy of a cluster.
+    Ingest,
+}
+
 /// Runs until SIGINT or SIGTERM, then stops accepting, lets every sink deliver what it holds, and
 /// closes the log.
-pub(crate) async fn run(mut config: Config) -> Result<(), String> {
-    let alerting = !config.alert.rule_files.is_empty() || !config.sinks.alert.evaluators.is_empty();
+pub(crate) async fn run(mut config: Config, role: Role) -> Result<(), String> {
+    let standalone = role == Role::Standalone;
+    // In-process evaluation is standalone's; ingest only delivers to evaluators.
+    let in_process_alerts = standalone && !config.alert.rule_files.is_empty();
+    if !standalone && !config.alert.rule_files.is_empty() {
+        tracing::warn!(
+            "alert.rule_files is not read by yaffle ingest: run yaffle alert, listed in sinks.alert.evaluators"
+        );
+    }
+    let alerting = in_process_alerts || !config.sinks.alert.evaluators.is_empty();
     if alerting {
         config.log.cursors.alert.enabled = true;
     }
-    let downsampling = config.downsample.standalone && !config.sinks.kafka.enabled;
-    if config.sinks.kafka.enabled || downsampling {
+    let downsampling = standalone && config.downsample.standalone && !config.sinks.kafka.enabled;
+    // The ingest role keeps no store of its own: with the embedded backend it only tees.
+    let stores = config.store.backend == StoreBackend::ClickHouse || standalone;
+    if !stores {
+        config.log.cursors.store.enabled = false;
+    }
+    if config.sinks.kafka.enabled {
         config.log.cursors.kafka.enabled = true;
+    }
+    if downsampling {
+        config.log.cursors.downsample.enabled = true;
     }
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|e| format!("creating data_dir {}: {e}", data_dir.display()))?;
@@ -41,31 +70,45 @@ pub(crate) async fn run(mut config: Config) -> Result<(), String> {
     let (stop, stopped) = watch::channel(false);
     let sinks = Supervisor::new(&mut registry);
     let mut tasks = Vec::new();
-    let store: Arc<dyn Store> = match config.store.backend {
+    // The store sink runs while its cursor is enabled (`log.cursors.store.enabled = false` measures or
+    // runs without it); the store is queried either way.
+    let store_sink = config.log.cursors.store.enabled;
+    let store: Option<Arc<dyn Store>> = match config.store.backend {
+        StoreBackend::Embedded if !stores => None,
         StoreBackend::Embedded => {
             let store =
                 Arc::new(EmbeddedStore::open(data_dir, &config.store.embedded).await.map_err(|e| e.to_string())?);
-            let sink =
-                StoreSink::new(Arc::clone(&log), store.clone(), config.sinks.store.clone(), Arc::clone(&metrics));
-            tasks.push(sink.spawn(&sinks, stopped));
-            store
+            if store_sink {
+                let sink =
+                    StoreSink::new(Arc::clone(&log), store.clone(), config.sinks.store.clone(), Arc::clone(&metrics));
+                tasks.push(sink.spawn(&sinks, stopped));
+            }
+            Some(store)
         }
         StoreBackend::ClickHouse => {
             let store = Arc::new(ClickHouseStore::new(&config.store.clickhouse).map_err(|e| e.to_string())?);
-            let sink = ClickHouseSink::new(
-                Arc::clone(&log),
-                Arc::clone(&store),
-                config.sinks.clickhouse.clone(),
-                Arc::clone(&metrics),
-                data_dir.join("clickhouse"),
-            );
-            tasks.extend(sink.spawn(&sinks, stopped));
-            store
+            if store_sink {
+                let sink = ClickHouseSink::new(
+                    Arc::clone(&log),
+                    Arc::clone(&store),
+                    config.sinks.clickhouse.clone(),
+                    Arc::clone(&metrics),
+                    data_dir.join("clickhouse"),
+                );
+                tasks.extend(sink.spawn(&sinks, stopped));
+            }
+            Some(store)
         }
     };
-    tokio::spawn(retention(Arc::clone(&store), config.store.retention_check_interval, stop.subscribe()));
+    if let Some(store) = &store {
+        tokio::spawn(retention(Arc::clone(store), config.store.retention_check_interval, stop.subscribe()));
+    }
     if alerting {
-        let destinations = crate::alert::destinations(&config, &mut registry, stop.subscribe()).await?;
+        let destinations = if in_process_alerts {
+            crate::alert::in_process(&config, &mut registry, stop.subscribe()).await?
+        } else {
+            crate::alert::remote(&config)
+        };
         let sink = AlertSink::new(
             Arc::clone(&log),
             config.sinks.alert.clone(),
@@ -79,9 +122,9 @@ pub(crate) async fn run(mut config: Config) -> Result<(), String> {
         let sink = KafkaSink::new(Arc::clone(&log), config.sinks.kafka.clone(), Arc::clone(&metrics));
         tasks.push(sink.spawn(&sinks, stop.subscribe()));
     }
-    if downsampling {
+    if downsampling && let Some(store) = &store {
         let metrics = Arc::new(yaffle_downsample::Metrics::new(&mut registry));
-        let (log, store) = (Arc::clone(&log), Arc::clone(&store));
+        let (log, store) = (Arc::clone(&log), Arc::clone(store));
         let downsampler = LogDownsampler::new(log, store, config.downsample.clone(), metrics);
         tasks.push(downsampler.spawn(&sinks, stop.subscribe()));
     }
@@ -89,7 +132,8 @@ pub(crate) async fn run(mut config: Config) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(config.http.bind)
         .await
         .map_err(|e| format!("cannot listen on http.bind {}: {e}", config.http.bind))?;
-    tracing::info!(bind = %config.http.bind, data_dir = %data_dir.display(), "yaffle standalone ready");
+    let name = if standalone { "yaffle standalone ready" } else { "yaffle ingest ready" };
+    tracing::info!(bind = %config.http.bind, data_dir = %data_dir.display(), "{name}");
     let state = AppState {
         log: Arc::clone(&log),
         field_types,
@@ -100,6 +144,7 @@ pub(crate) async fn run(mut config: Config) -> Result<(), String> {
         limits: Arc::new(config.limits.clone()),
         auth: Arc::new(config.auth.clone()),
         sinks,
+        series: Arc::new(SeriesLimiter::from_limits(&config.limits)),
     };
     http::serve(listener, state, shutdown_signal()).await.map_err(|e| format!("http server: {e}"))?;
     tracing::info!("stopping");

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
 /// One Alertmanager, or a plain webhook.
@@ -21,6 +22,8 @@ pub struct Receiver {
 pub struct AlertConfig {
     /// Where `yaffle alert` serves its API (pushes from ingest, `/api/v1/rules`, `/metrics`, ...).
     pub bind: SocketAddr,
+    /// Largest push body taken (413 past it); ingest's `sinks.alert.max_push_bytes` stays under it.
+    pub max_push_bytes: ByteSize,
     /// Rule files, or directories whose `*.yml`/`*.yaml` files are rule files.
     pub rule_files: Vec<PathBuf>,
     /// How often rules are evaluated without new points (for `for`, staleness and absence), files are
@@ -62,6 +65,7 @@ impl Default for AlertConfig {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 9096)),
+            max_push_bytes: ByteSize::mib(16),
             rule_files: Vec::new(),
             tick: Duration::from_secs(1),
             default_interval: Duration::from_secs(60),

@@ -69,10 +69,46 @@ pub enum DecodeError {
     },
 }
 
+/// A point that encodes, alone, to more bytes than a receiver takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("one point of series {series} encodes to {size} bytes, over the limit of {limit}")]
+pub struct OversizedPoint {
+    /// The point's series.
+    pub series: String,
+    /// Its encoded size.
+    pub size: usize,
+    /// The limit.
+    pub limit: usize,
+}
+
 impl Batch {
     /// Wraps points in a batch.
     pub fn new(points: Vec<Point>) -> Self {
         Self { points }
+    }
+
+    /// Encodes `points` as consecutive batches of at most `limit` bytes each (with their encodings),
+    /// halving a batch until it fits: what a receiver with a message or body limit is sent. Fails
+    /// when one point alone is over the limit.
+    pub fn encode_within(points: Vec<Point>, limit: usize) -> Result<Vec<(Batch, Vec<u8>)>, OversizedPoint> {
+        let mut out = Vec::new();
+        let mut todo = vec![points];
+        while let Some(points) = todo.pop() {
+            let batch = Batch::new(points);
+            let payload = batch.encode();
+            if payload.len() <= limit {
+                out.push((batch, payload));
+                continue;
+            }
+            let mut first = batch.points;
+            if first.len() == 1 {
+                return Err(OversizedPoint { series: first[0].series.to_string(), size: payload.len(), limit });
+            }
+            let second = first.split_off(first.len() / 2);
+            // Last in, first out: the first half is encoded next, so the order is kept.
+            todo.extend([second, first]);
+        }
+        Ok(out)
     }
 
     /// Encodes the batch in the current codec version.
@@ -500,5 +536,27 @@ mod tests {
         let bytes: Vec<u8> =
             (0..GOLDEN.len()).step_by(2).map(|i| u8::from_str_radix(&GOLDEN[i..i + 2], 16).unwrap()).collect();
         assert_eq!(Batch::decode(&bytes).unwrap(), batch);
+    }
+
+    #[test]
+    fn batches_are_split_in_order_to_fit_a_limit() {
+        let series = Arc::new(SeriesKey::new("db", "m", vec![("host".into(), "a".repeat(40))]));
+        let point = |i: i64| Point {
+            series: Arc::clone(&series),
+            series_id: series.id(),
+            fields: vec![("v".into(), FieldValue::Float(i as f64))],
+            timestamp: i,
+        };
+        let points: Vec<Point> = (0..100).map(point).collect();
+        let whole = Batch::new(points.clone()).encode().len();
+        let parts = Batch::encode_within(points.clone(), whole / 5).unwrap();
+        assert!(parts.len() >= 5, "{}", parts.len());
+        assert!(parts.iter().all(|(_, p)| p.len() <= whole / 5));
+        let back: Vec<Point> = parts.iter().flat_map(|(_, p)| Batch::decode(p).unwrap().points).collect();
+        assert_eq!(back, points);
+        assert_eq!(Batch::encode_within(points.clone(), whole).unwrap().len(), 1);
+        let e = Batch::encode_within(points, 10).unwrap_err();
+        assert_eq!(e.limit, 10);
+        assert!(e.to_string().starts_with("one point of series db/m,host=aaaa"), "{e}");
     }
 }

@@ -13,6 +13,7 @@
 //! Guarantees: [`SeriesKey::id`] never changes for a given key (pinned by tests); [`Batch::decode`]
 //! returns exactly what [`Batch::encode`] was given and never panics on corrupt input.
 
+pub mod auth;
 pub mod batch;
 pub mod error;
 mod escape;

@@ -203,6 +203,19 @@ pub enum ErrorKind {
     InvalidUtf8,
     /// The line is longer than the configured limit.
     LineTooLong(usize),
+    /// More tags than [`SeriesLimits::max_tags`].
+    TooManyTags(usize),
+    /// A measurement, tag key or tag value longer than its limit.
+    TooLong {
+        /// `measurement`, `tag key` or `tag value`.
+        what: &'static str,
+        /// Its length in bytes (unescaped).
+        len: usize,
+        /// The configuration key of the limit.
+        limit_name: &'static str,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl fmt::Display for ErrorKind {
@@ -225,6 +238,10 @@ impl fmt::Display for ErrorKind {
             ErrorKind::DuplicateField(k) => write!(f, "duplicate field key {k:?}"),
             ErrorKind::InvalidUtf8 => f.write_str("invalid UTF-8"),
             ErrorKind::LineTooLong(max) => write!(f, "line longer than limits.max_line_bytes ({max} bytes)"),
+            ErrorKind::TooManyTags(max) => write!(f, "more than limits.max_labels_per_series ({max}) tags"),
+            ErrorKind::TooLong { what, len, limit_name, limit } => {
+                write!(f, "{what} of {len} bytes is longer than limits.{limit_name} ({limit} bytes)")
+            }
         }
     }
 }
@@ -591,7 +608,7 @@ impl<'a> Line<'a> {
     /// Builds the owned point for `database`, with `default_timestamp` (nanoseconds) when the line had
     /// none. Checks UTF-8 and duplicate tag and field keys.
     pub fn to_point(&self, database: &str, default_timestamp: i64) -> Result<Point, ParseError> {
-        let series = self.series_key(database).map(Arc::new).map_err(|k| self.error(k))?;
+        let series = self.series_key(database, &SeriesLimits::default()).map(Arc::new).map_err(|k| self.error(k))?;
         let id = series.id();
         self.build(series, id, default_timestamp).map_err(|k| self.error(k))
     }
@@ -602,7 +619,7 @@ impl<'a> Line<'a> {
         let (series, id) = match cache.series.get(self.series_raw) {
             Some((s, id)) => (Arc::clone(s), *id),
             None => {
-                let s = Arc::new(self.series_key(&cache.database).map_err(|k| self.error(k))?);
+                let s = Arc::new(self.series_key(&cache.database, &cache.limits).map_err(|k| self.error(k))?);
                 let id = s.id();
                 cache.series.insert(self.series_raw, (Arc::clone(&s), id));
                 (s, id)
@@ -615,11 +632,24 @@ impl<'a> Line<'a> {
         ParseError { line: self.line_number, column: None, kind, text: error_text(self.raw) }
     }
 
-    fn series_key(&self, database: &str) -> Result<SeriesKey, ErrorKind> {
-        let measurement = unescaped(&self.measurement)?;
+    fn series_key(&self, database: &str, limits: &SeriesLimits) -> Result<SeriesKey, ErrorKind> {
+        if self.tags.len() > limits.max_tags {
+            return Err(ErrorKind::TooManyTags(limits.max_tags));
+        }
+        let check = |s: Cow<'a, str>, what, limit_name, limit| {
+            if s.len() > limit {
+                return Err(ErrorKind::TooLong { what, len: s.len(), limit_name, limit });
+            }
+            Ok(s)
+        };
+        let measurement =
+            check(unescaped(&self.measurement)?, "measurement", "max_label_value_bytes", limits.max_value_bytes)?;
         let mut tags = Vec::with_capacity(self.tags.len());
         for (k, v) in &self.tags {
-            tags.push((unescaped(k)?, unescaped(v)?));
+            tags.push((
+                check(unescaped(k)?, "tag key", "max_label_name_bytes", limits.max_name_bytes)?,
+                check(unescaped(v)?, "tag value", "max_label_value_bytes", limits.max_value_bytes)?,
+            ));
         }
         let key = SeriesKey::from_tags(database, &measurement, tags);
         if key.duplicate_tag().is_some() {
@@ -663,13 +693,38 @@ fn unescaped<'a>(s: &LpStr<'a>) -> Result<Cow<'a, str>, ErrorKind> {
 #[derive(Debug)]
 pub struct SeriesCache<'a> {
     database: String,
+    limits: SeriesLimits,
     series: HashMap<&'a [u8], (Arc<SeriesKey>, SeriesId)>,
 }
 
 impl SeriesCache<'_> {
-    /// An empty cache for points of `database`.
+    /// An empty cache for points of `database`, with no limits on the series.
     pub fn new(database: &str) -> Self {
-        Self { database: database.to_string(), series: HashMap::new() }
+        Self::with_limits(database, SeriesLimits::default())
+    }
+
+    /// An empty cache whose new series are checked against `limits` (a line naming a series over a
+    /// limit is an error of that line).
+    pub fn with_limits(database: &str, limits: SeriesLimits) -> Self {
+        Self { database: database.to_string(), limits, series: HashMap::new() }
+    }
+}
+
+/// Limits on the series a line names, checked once per distinct series of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesLimits {
+    /// Most tags on one line.
+    pub max_tags: usize,
+    /// Longest tag key, in bytes after unescaping.
+    pub max_name_bytes: usize,
+    /// Longest measurement or tag value, in bytes after unescaping.
+    pub max_value_bytes: usize,
+}
+
+impl Default for SeriesLimits {
+    /// No limits.
+    fn default() -> Self {
+        Self { max_tags: usize::MAX, max_name_bytes: usize::MAX, max_value_bytes: usize::MAX }
     }
 }
 

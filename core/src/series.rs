@@ -100,8 +100,8 @@ impl SeriesKey {
         self.tags().zip(self.tags().skip(1)).find(|(a, b)| a.0 == b.0).map(|(a, _)| a.0)
     }
 
-    /// The canonical line-protocol form of measurement and tags: `measurement,k1=v1,k2=v2` with
-    /// line-protocol escaping. The database is not part of this string; see [`SeriesKey::id`].
+    /// The canonical form of measurement and tags: `measurement,k1=v1,k2=v2` with line-protocol
+    /// escaping plus escaped backslashes (data format 2; see `escape`), so that it is injective. The database is not part of this string; see [`SeriesKey::id`].
     pub fn canonical(&self) -> String {
         let mut out = String::with_capacity(self.text.len() + self.tags().len() * 4);
         self.write_canonical(&mut out);
@@ -212,6 +212,56 @@ mod tests {
         assert_ne!(SeriesKey::new("a", "bc", vec![]), SeriesKey::new("ab", "c", vec![]));
     }
 
+    /// The two series that shared a key and id before data format 2.
+    #[test]
+    fn a_trailing_backslash_cannot_pass_for_a_separator() {
+        let a = SeriesKey::new("db", r"coll\", tags(&[("a", "b")]));
+        let b = SeriesKey::new("db", "coll,a=b", vec![]);
+        assert_eq!(a.canonical(), r"coll\\,a=b");
+        assert_eq!(b.canonical(), r"coll\,a=b");
+        assert_ne!(a.id(), b.id());
+    }
+
+    /// Reads a canonical key back into its parts: a left inverse, so the canonical form is injective.
+    fn parse_canonical(s: &str) -> Vec<String> {
+        let mut parts = vec![String::new()];
+        let mut in_key = false;
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => parts.last_mut().unwrap().push(chars.next().expect("no escape at the end")),
+                ',' if !in_key => {
+                    parts.push(String::new());
+                    in_key = true;
+                }
+                '=' if in_key => {
+                    parts.push(String::new());
+                    in_key = false;
+                }
+                c => parts.last_mut().unwrap().push(c),
+            }
+        }
+        parts
+    }
+
+    proptest::proptest! {
+        /// Every key reads back from its canonical form, over an alphabet of nothing but separators,
+        /// escapes and one letter: two different series never share a key (nor, but for hash
+        /// collisions, an id).
+        #[test]
+        fn the_canonical_key_is_injective(
+            m in r"[a\\,= ]{0,5}",
+            t in proptest::collection::btree_map(r"[a\\,= ]{1,4}", r"[a\\,= ]{0,4}", 0..4),
+        ) {
+            let key = SeriesKey::new("db", &m, t.clone().into_iter().collect());
+            let mut want = vec![m];
+            for (k, v) in t {
+                want.extend([k, v]);
+            }
+            proptest::prop_assert_eq!(parse_canonical(&key.canonical()), want);
+        }
+    }
+
     #[test]
     fn tag_order_does_not_change_the_id() {
         let a = SeriesKey::new("db", "cpu", tags(&[("host", "a"), ("dc", "1")]));
@@ -239,6 +289,10 @@ mod tests {
                 SeriesKey::new("prometheus", "up", tags(&[("job", "node"), ("instance", "h:9100")])),
                 0x738a_47ba_d60b_0314,
             ),
+            // Data format 2: backslashes are escaped (`coll\\,a=b`, `disk,path=C:\\Windows\\Temp`).
+            (SeriesKey::new("db", r"coll\", tags(&[("a", "b")])), 0xdcbc_83da_6b5b_f0ea),
+            (SeriesKey::new("db", "coll,a=b", vec![]), 0xc425_6621_1955_c81b),
+            (SeriesKey::new("telegraf", "disk", tags(&[("path", r"C:\Windows\Temp")])), 0x3b3f_72b2_a6bd_ea73),
         ];
         for (key, want) in cases {
             assert_eq!(key.id().0, want, "{key}");

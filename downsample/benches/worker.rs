@@ -110,7 +110,7 @@ fn run(n: usize, sketch: bool, replaying: bool, steps: i64) -> Run {
         let batches = step(&keys, t0 + s * 10 * S, s);
         let start = Instant::now();
         for b in &batches {
-            values += engine.add(0, b, replaying).expect("decodes") as u64;
+            values += engine.add(0, b, i64::MAX, replaying).expect("decodes") as u64;
         }
         engine.retain_pending(|_| false);
         busy += start.elapsed();

@@ -91,7 +91,7 @@ impl Backfill {
         }
         let longest = windows.resolutions.iter().max().map_or(1, |r| r.as_nanos() as i64);
         let window_range = (
-            request.from_ns.div_euclid(longest) * longest,
+            request.from_ns.div_euclid(longest).checked_mul(longest).unwrap_or((i64::MIN / longest) * longest),
             request.to_ns.saturating_add(longest - 1).div_euclid(longest) * longest,
         );
         if request.target == Target::Raw {
@@ -114,14 +114,17 @@ impl Backfill {
 
     /// Folds one record of `partition` (each partition has its own windows and watermark, as in the
     /// workers).
-    pub async fn add(&mut self, partition: i32, payload: &[u8]) -> Result<(), String> {
+    /// `record_time` is the record's ingest time (ns).
+    pub async fn add(&mut self, partition: i32, payload: &[u8], record_time: i64) -> Result<(), String> {
         self.report.records += 1;
         match self.request.target {
             Target::Rollups => {
                 if !self.engine.owns(partition) {
                     self.engine.assign(partition, None);
                 }
-                self.engine.add(partition, payload, false).map_err(|e| format!("a record does not decode: {e}"))?;
+                self.engine
+                    .add(partition, payload, record_time, false)
+                    .map_err(|e| format!("a record does not decode: {e}"))?;
                 if self.engine.pending().len() >= CHUNK {
                     self.write_rollups().await?;
                 }
@@ -247,7 +250,8 @@ pub fn from_kafka(
             remaining.remove(&p);
             continue;
         }
-        handle.block_on(backfill.add(p, m.payload().unwrap_or_default()))?;
+        let time = m.timestamp().to_millis().map_or(i64::MAX, |t| t.saturating_mul(1_000_000));
+        handle.block_on(backfill.add(p, m.payload().unwrap_or_default(), time))?;
         bar.inc(1);
         if m.offset() + 1 >= high {
             remaining.remove(&p);

@@ -21,6 +21,10 @@ pub struct DownsampleConfig {
     /// How long after a window's end (in event time) its points are still accepted.
     #[serde(with = "humantime_serde")]
     pub allowed_lateness: Duration,
+    /// Points further than this ahead of their ingest time are dropped and counted
+    /// (`yaffle_downsample_future_points_total`), so the watermark never passes ingest time plus this.
+    #[serde(with = "humantime_serde")]
+    pub max_future: Duration,
     /// Extra log replayed before the open windows' start, for points whose event time is ahead of
     /// their ingest time (agent clocks running fast, buffered batches).
     #[serde(with = "humantime_serde")]
@@ -98,6 +102,7 @@ impl Default for DownsampleConfig {
             standalone: true,
             resolutions: w.resolutions,
             allowed_lateness: w.allowed_lateness,
+            max_future: w.max_future,
             replay_margin: Duration::from_secs(300),
             commit_interval: Duration::from_secs(1),
             max_pending_rows: 1_000_000,
@@ -136,8 +141,17 @@ impl DownsampleConfig {
         WindowConfig {
             resolutions: self.resolutions.clone(),
             allowed_lateness: self.allowed_lateness,
+            max_future: self.max_future,
             sketch: s.enabled.then_some(SketchConfig { relative_accuracy: s.relative_accuracy, max_bins: s.max_bins }),
         }
+    }
+
+    /// The longest a replay reaches back (ns): the longest resolution, the lateness and the margin.
+    /// Windows of older event time (an import of old data) are rebuilt only from what this holds.
+    pub fn replay_window(&self) -> i64 {
+        let longest = self.resolutions.iter().max().copied().unwrap_or_default();
+        let window = longest + self.allowed_lateness + self.replay_margin;
+        i64::try_from(window.as_nanos()).unwrap_or(i64::MAX)
     }
 
     /// The time (ns, compared with the log's ingest times) a replay starts from for a partition emitted

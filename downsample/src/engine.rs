@@ -1,7 +1,7 @@
 //! The state one worker keeps: open windows per owned partition, and the rollup rows waiting to be
 //! written. The Kafka worker, standalone mode and backfill all drive it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use yaffle_core::batch::{BatchReader, DecodeError};
@@ -10,6 +10,11 @@ use yaffle_store::{RollupRow, Store, StoreError};
 use crate::metrics::{MeasurementLabels, Metrics};
 use crate::windows::{Rollup, WindowConfig, Windows};
 
+/// Most measurements named in `yaffle_downsample_late_points_total`; later ones count as [`OTHER_MEASUREMENTS`].
+pub const MAX_MEASUREMENT_LABELS: usize = 100;
+/// The `measurement` label of late values past [`MAX_MEASUREMENT_LABELS`].
+pub const OTHER_MEASUREMENTS: &str = "_other";
+
 /// Open windows per partition and the finished rows not yet written.
 #[derive(Debug)]
 pub struct Engine {
@@ -17,12 +22,14 @@ pub struct Engine {
     partitions: HashMap<i32, Windows>,
     pending: Vec<RollupRow>,
     metrics: Arc<Metrics>,
+    /// Measurements named in the late-values metric so far.
+    late_labels: HashSet<Arc<str>>,
 }
 
 impl Engine {
     /// No partition owned.
     pub fn new(config: WindowConfig, metrics: Arc<Metrics>) -> Self {
-        Self { config, partitions: HashMap::new(), pending: Vec::new(), metrics }
+        Self { config, partitions: HashMap::new(), pending: Vec::new(), metrics, late_labels: HashSet::new() }
     }
 
     /// Takes a partition with empty windows; those closing at or before `emitted_through` (what the
@@ -50,11 +57,18 @@ impl Engine {
     /// Folds one record (a batch) of an owned partition and finishes the windows its watermark closes;
     /// while `replaying` records the previous owner read, closes them unemitted: that owner emitted
     /// them (see [`Engine::caught_up`]).
+    /// `record_time` is the record's ingest time (ns), which bounds how far ahead its points may be.
     /// Returns the number of points read.
-    pub fn add(&mut self, partition: i32, payload: &[u8], replaying: bool) -> Result<usize, DecodeError> {
+    pub fn add(
+        &mut self,
+        partition: i32,
+        payload: &[u8],
+        record_time: i64,
+        replaying: bool,
+    ) -> Result<usize, DecodeError> {
         let mut batch = BatchReader::new(payload)?;
         let Some(windows) = self.partitions.get_mut(&partition) else { return Ok(0) };
-        let read = windows.add_batch(&mut batch);
+        let read = windows.add_batch(&mut batch, record_time);
         if replaying {
             windows.rebuild();
         } else {
@@ -124,13 +138,30 @@ impl Engine {
         self.pending.shrink_to(1024);
     }
 
-    /// Counts late values per measurement in `/metrics` and logs them.
+    /// Counts late values per measurement in `/metrics` (the first [`MAX_MEASUREMENT_LABELS`]
+    /// measurements by name, the others as `measurement="_other"`: label values from user data must
+    /// not grow `/metrics` without bound) and points too far ahead, and logs them.
     pub fn report_late(&mut self) {
         for windows in self.partitions.values_mut() {
             for (measurement, n) in windows.take_late() {
                 tracing::warn!(%measurement, values = n, "late values dropped: their window had closed");
-                let labels = MeasurementLabels { measurement: measurement.to_string() };
-                self.metrics.late_points.get_or_create(&labels).inc_by(n);
+                let labelled =
+                    self.late_labels.contains(&measurement) || self.late_labels.len() < MAX_MEASUREMENT_LABELS;
+                let label = if labelled {
+                    self.late_labels.insert(Arc::clone(&measurement));
+                    measurement.to_string()
+                } else {
+                    OTHER_MEASUREMENTS.to_string()
+                };
+                self.metrics.late_points.get_or_create(&MeasurementLabels { measurement: label }).inc_by(n);
+            }
+            let future = windows.take_future();
+            if future > 0 {
+                tracing::warn!(
+                    points = future,
+                    "points dropped: too far ahead of their ingest time (downsample.max_future)"
+                );
+                self.metrics.future_points.inc_by(future);
             }
         }
         self.update_gauges();

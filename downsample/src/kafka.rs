@@ -233,7 +233,8 @@ pub fn run_worker(
                 if pos.replaying {
                     metrics.replayed_records.inc();
                 }
-                match engine.add(p, m.payload().unwrap_or_default(), pos.replaying) {
+                let time = m.timestamp().to_millis().map_or(i64::MAX, |t| t.saturating_mul(1_000_000));
+                match engine.add(p, m.payload().unwrap_or_default(), time, pos.replaying) {
                     Ok(n) if pos.replaying => pos.replayed_points += n as u64,
                     Ok(_) => {}
                     Err(e) => {

@@ -1,9 +1,10 @@
 //! Downsampling on the durable log (standalone mode), on the sink runtime ([`yaffle_log::sink`]).
 //!
-//! It follows the workers' contract ([`crate::kafka`]) with the log's `kafka` cursor in place of a
-//! partition: the cursor is committed at the position where a replay must start (the log position at
-//! [`DownsampleConfig::replay_from`] of the emitted watermark, by ingest time), with the emitted
-//! watermark as the cursor's metadata. After a restart (of the process, or of this sink after a fatal
+//! It follows the workers' contract ([`crate::kafka`]) with the log's `downsample` cursor in place of
+//! a partition: the cursor is committed at the position where a replay must start (the log position
+//! at [`DownsampleConfig::replay_from`] of the emitted watermark, by ingest time, but never more than
+//! [`DownsampleConfig::replay_window`] before the newest record read, so that an import of old data
+//! cannot pin the cursor), with the emitted watermark as the cursor's metadata. After a restart (of the process, or of this sink after a fatal
 //! error) the reader starts at the cursor, rebuilds the open windows and emits only windows past the
 //! recorded watermark. Undecodable records are the runtime's: skipped, counted and logged.
 
@@ -23,7 +24,7 @@ use crate::{DownsampleConfig, Engine, Metrics};
 /// Log bytes read per step.
 const READ_BYTES: usize = 1 << 20;
 
-/// Standalone downsampling: the log's `kafka` cursor into rollups in `store`.
+/// Standalone downsampling: the log's `downsample` cursor into rollups in `store`.
 #[derive(Debug)]
 pub struct LogDownsampler {
     log: Arc<Log>,
@@ -51,25 +52,29 @@ impl LogDownsampler {
         let make = move || LogDelivery {
             engine: Engine::new(this.config.windows(), Arc::clone(&this.metrics)),
             d: Arc::clone(&this),
+            newest: i64::MIN,
         };
-        supervisor.spawn("downsample", log, CursorName::Kafka, driver, make, shutdown)
+        supervisor.spawn("downsample", log, CursorName::Downsample, driver, make, shutdown)
     }
 }
 
 struct LogDelivery {
     d: Arc<LogDownsampler>,
     engine: Engine,
+    /// The ingest time of the newest record read.
+    newest: i64,
 }
 
 impl Delivery for LogDelivery {
     async fn start(&mut self) -> Result<u64, SinkError> {
         let log = &self.d.log;
-        self.engine.assign(0, parse_metadata(&log.cursor_metadata(CursorName::Kafka)));
-        Ok(log.cursor_position(CursorName::Kafka))
+        self.engine.assign(0, parse_metadata(&log.cursor_metadata(CursorName::Downsample)));
+        Ok(log.cursor_position(CursorName::Downsample))
     }
 
     fn add(&mut self, record: &Record) -> Result<(), DecodeError> {
-        self.engine.add(0, &record.payload, false).map(drop)
+        self.newest = self.newest.max(record.ingest_time);
+        self.engine.add(0, &record.payload, record.ingest_time, false).map(drop)
     }
 
     fn flush_now(&self, due: bool) -> bool {
@@ -82,8 +87,9 @@ impl Delivery for LogDelivery {
         self.engine.report_late();
         self.engine.write_pending(store.as_ref()).await.map_err(SinkError::classify)?;
         if let Some(emitted) = self.engine.emitted_through(0) {
-            let replay_from = log.position_at_time(config.replay_from(emitted))?.min(end);
-            log.commit_with_metadata(CursorName::Kafka, replay_from, &commit_metadata(Some(emitted)))?;
+            let from = config.replay_from(emitted).max(self.newest.saturating_sub(config.replay_window()));
+            let replay_from = log.position_at_time(from)?.min(end);
+            log.commit_with_metadata(CursorName::Downsample, replay_from, &commit_metadata(Some(emitted)))?;
         }
         Ok(Flushed::Done)
     }

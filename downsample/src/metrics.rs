@@ -18,6 +18,7 @@ pub(crate) struct MeasurementLabels {
 pub struct Metrics {
     pub(crate) points: Counter,
     pub(crate) late_points: Family<MeasurementLabels, Counter>,
+    pub(crate) future_points: Counter,
     pub(crate) rollups_written: Counter,
     pub(crate) write_errors: Counter,
     pub(crate) pending_rollups: Gauge,
@@ -40,6 +41,11 @@ impl Metrics {
             "late_points",
             "Values not folded into a window of some resolution because it had closed",
             m.late_points.clone(),
+        );
+        r.register(
+            "future_points",
+            "Points dropped for being more than downsample.max_future ahead of their ingest time",
+            m.future_points.clone(),
         );
         r.register("rollups_written", "Rollup rows written to the store", m.rollups_written.clone());
         r.register("write_errors", "Failed rollup writes (retried)", m.write_errors.clone());
@@ -72,6 +78,7 @@ impl Default for Metrics {
         Self {
             points: Counter::default(),
             late_points: Family::default(),
+            future_points: Counter::default(),
             rollups_written: Counter::default(),
             write_errors: Counter::default(),
             pending_rollups: Gauge::default(),

@@ -54,6 +54,10 @@ pub struct WindowConfig {
     pub allowed_lateness: Duration,
     /// The quantile sketch, `None` to keep none.
     pub sketch: Option<SketchConfig>,
+    /// Points further than this ahead of their record's ingest time are dropped (and counted): one
+    /// bad clock cannot move the watermark, and with it every later point, into the future. The bound
+    /// is the record's time, not the wall clock, so a replay drops the same points.
+    pub max_future: Duration,
 }
 
 impl Default for WindowConfig {
@@ -62,6 +66,7 @@ impl Default for WindowConfig {
             resolutions: [60, 300, 3600].map(Duration::from_secs).to_vec(),
             allowed_lateness: Duration::from_secs(30),
             sketch: Some(SketchConfig::default()),
+            max_future: Duration::from_secs(2 * 86_400),
         }
     }
 }
@@ -259,8 +264,11 @@ impl Level {
         Self { resolution, children: Vec::new(), direct: true, open: VecDeque::new(), last: (0, 0) }
     }
 
+    /// The start of the window holding `ts`; before the first representable window start (within
+    /// one resolution of `i64::MIN`), that first start.
     fn start(&self, ts: i64) -> i64 {
-        ts.div_euclid(self.resolution) * self.resolution
+        let r = self.resolution;
+        ts.div_euclid(r).checked_mul(r).unwrap_or((i64::MIN / r) * r)
     }
 
     /// [`Level::start`], remembering the window for the next point.
@@ -326,6 +334,9 @@ pub struct Windows {
     order: Vec<usize>,
     lateness: i64,
     sketch: Option<SketchConfig>,
+    max_future: i64,
+    /// Points dropped for being too far ahead, not yet taken by [`Windows::take_future`].
+    future: u64,
     watermark: i64,
     emitted_through: i64,
     /// Windows closing at or before this were emitted by an earlier worker (see [`Windows::resume`]).
@@ -369,6 +380,8 @@ impl Windows {
             order,
             lateness: config.allowed_lateness.as_nanos() as i64,
             sketch: config.sketch,
+            max_future: i64::try_from(config.max_future.as_nanos()).unwrap_or(i64::MAX),
+            future: 0,
             watermark: i64::MIN,
             emitted_through: i64::MIN,
             resumed_through: i64::MIN,
@@ -429,13 +442,19 @@ impl Windows {
 
     /// Folds every point of an encoded batch, reading it in place; returns the number of points. A
     /// batch that turns out corrupt part way keeps the points before the fault (the same on every
-    /// replay of it).
-    pub fn add_batch(&mut self, batch: &mut BatchReader<'_>) -> Result<usize, DecodeError> {
+    /// replay of it). Points more than `max_future` after `record_time` (the record's ingest time,
+    /// ns) are dropped and counted.
+    pub fn add_batch(&mut self, batch: &mut BatchReader<'_>, record_time: i64) -> Result<usize, DecodeError> {
+        let newest = record_time.saturating_add(self.max_future);
         // The batch's field-name string indexes, mapped to field numbers as first seen.
         let mut field_numbers: Vec<u32> = vec![u32::MAX; batch.strings().len()];
         let mut points = 0;
         while let Some(p) = batch.next_point()? {
             points += 1;
+            if p.timestamp > newest {
+                self.future += 1;
+                continue;
+            }
             let strings = |t: &mut Interner| {
                 let mut s = vec![t.intern(p.string(p.database)), t.intern(p.string(p.measurement))];
                 for &(k, v) in p.tags {
@@ -480,6 +499,11 @@ impl Windows {
     /// Late points per measurement since the last call.
     pub fn take_late(&mut self) -> HashMap<Arc<str>, u64> {
         std::mem::take(&mut self.late)
+    }
+
+    /// Points dropped for being too far ahead since the last call.
+    pub fn take_future(&mut self) -> u64 {
+        std::mem::take(&mut self.future)
     }
 
     fn fold(&mut self, value: &Value<'_>) {
@@ -737,13 +761,28 @@ mod tests {
             resolutions: resolutions.iter().map(|&s| Duration::from_secs(s)).collect(),
             allowed_lateness: Duration::from_secs(lateness),
             sketch: None,
+            ..WindowConfig::default()
         }
     }
 
     #[test]
     fn a_level_remembers_its_last_window_without_mistaking_the_next() {
         let mut level = Level::new(60 * S);
-        for ts in [0, 59 * S, 60 * S, 59 * S, -1, -60 * S, -60 * S - 1, 0, 3_600 * S + 5, i64::MAX - 1] {
+        for ts in [
+            0,
+            59 * S,
+            60 * S,
+            59 * S,
+            -1,
+            -60 * S,
+            -60 * S - 1,
+            0,
+            3_600 * S + 5,
+            i64::MAX - 1,
+            i64::MIN,
+            i64::MIN + 1,
+            i64::MAX,
+        ] {
             assert_eq!(level.start_of(ts), level.start(ts), "at {ts}");
         }
     }
@@ -910,6 +949,26 @@ mod tests {
         assert_eq!((out[0].window_start, out[0].resolution.as_secs(), out[0].aggregate.count), (0, 60, 1));
         assert!(advance(&mut w).is_empty(), "emitted once");
         assert_eq!(w.emitted_through(), 70 * S);
+    }
+
+    /// A point at the end of time used to move the watermark to 2262, making every later point late.
+    #[test]
+    fn a_point_far_ahead_of_its_ingest_time_is_dropped_and_counted_not_a_watermark() {
+        let mut w = Windows::new(&config());
+        let ingest = 100 * S;
+        let batch = |points: Vec<Point>| yaffle_core::Batch::new(points).encode();
+        let far = batch(vec![point("a", i64::MAX, 1.0), point("a", 5 * S, 2.0)]);
+        assert_eq!(w.add_batch(&mut BatchReader::new(&far).unwrap(), ingest).unwrap(), 2);
+        assert_eq!((w.watermark(), w.take_future()), (5 * S, 1));
+        let next = batch(vec![point("a", 70 * S, 3.0)]);
+        w.add_batch(&mut BatchReader::new(&next).unwrap(), ingest).unwrap();
+        let out = advance(&mut w);
+        assert_eq!(out.len(), 1, "the window closes on time: {out:?}");
+        assert!(w.take_late().is_empty(), "nothing counted late");
+        // Within the bound is fine: two days ahead of ingest.
+        let ahead = batch(vec![point("a", ingest + 2 * 86_400 * S, 4.0)]);
+        w.add_batch(&mut BatchReader::new(&ahead).unwrap(), ingest).unwrap();
+        assert_eq!((w.watermark(), w.take_future()), (ingest + 2 * 86_400 * S, 0));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Ingest configuration: HTTP listener, request limits and authentication.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,19 @@ pub struct HttpConfig {
     pub default_database: String,
     /// Database for remote_write requests without `db`.
     pub remote_write_database: String,
+    /// Connections served at once; more wait in the kernel's backlog. Keep it under the process's
+    /// open-file limit, with room for the log, the store and the peers.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this, timed from when the connection waits for one (so
+    /// also the longest a keep-alive connection idles).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A request's body must arrive within this (408 past it).
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// At shutdown, how long requests in flight may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for HttpConfig {
@@ -24,7 +38,23 @@ impl Default for HttpConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8086)),
             default_database: "default".into(),
             remote_write_database: "prometheus".into(),
+            max_connections: 1000,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(10),
         }
+    }
+}
+
+impl HttpConfig {
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_connections == 0 || self.header_read_timeout.is_zero() || self.body_read_timeout.is_zero() {
+            return Err(
+                "http.max_connections, http.header_read_timeout and http.body_read_timeout must be positive".into()
+            );
+        }
+        Ok(())
     }
 }
 
@@ -41,6 +71,33 @@ pub struct LimitsConfig {
     pub max_line_bytes: ByteSize,
     /// Points (lines, or remote_write samples) in one request.
     pub max_points_per_request: usize,
+    /// Series in one remote_write request.
+    pub max_series_per_request: usize,
+    /// Tags (line protocol) or labels other than `__name__` (remote_write) on one series.
+    pub max_labels_per_series: usize,
+    /// A tag key or label name, in bytes.
+    pub max_label_name_bytes: usize,
+    /// A tag value, label value or measurement name, in bytes.
+    pub max_label_value_bytes: usize,
+    /// Points further than this ahead of the server clock are refused, each on its own (partial
+    /// write: the others are kept).
+    #[serde(with = "humantime_serde")]
+    pub max_future: Duration,
+    /// Points older than this are refused the same way; zero: no bound (imports of old data).
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Distinct UTC days the points of one request may fall on (each is a partition of the stores);
+    /// points on further days are refused each on its own. The default is ClickHouse's
+    /// `max_partitions_per_insert_block`.
+    pub max_days_per_request: usize,
+    /// Different series accepted within an hour, over all databases; points of new series past it
+    /// are refused each on its own (see [`crate::cardinality`]).
+    pub max_active_series: usize,
+    /// The same, in any one database.
+    pub max_active_series_per_database: usize,
+    /// Measurements a request may introduce (not yet in the field-type registry); points of further
+    /// new ones are refused each on its own.
+    pub max_new_measurements_per_request: usize,
 }
 
 impl Default for LimitsConfig {
@@ -50,26 +107,18 @@ impl Default for LimitsConfig {
             max_decompressed_bytes: ByteSize::mib(256),
             max_line_bytes: ByteSize::kib(64),
             max_points_per_request: 1_000_000,
+            max_series_per_request: 100_000,
+            max_labels_per_series: 128,
+            max_label_name_bytes: 256,
+            max_label_value_bytes: 4096,
+            max_future: Duration::from_secs(2 * 86_400),
+            max_age: Duration::ZERO,
+            max_days_per_request: 100,
+            max_active_series: 1_000_000,
+            max_active_series_per_database: 1_000_000,
+            max_new_measurements_per_request: 10_000,
         }
     }
 }
 
-/// Authentication. With no tokens, authentication is off.
-///
-/// A token is accepted as `Authorization: Token <t>` (InfluxDB 2.x), `Authorization: Bearer <t>`
-/// (Prometheus remote_write), as the password of Basic auth or of the `u`/`p` query parameters
-/// (InfluxDB 1.x clients; the user name is not checked), the way InfluxDB 2.x's 1.x compatibility API
-/// takes tokens.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Accepted tokens.
-    pub tokens: Vec<String>,
-}
-
-impl AuthConfig {
-    /// Whether requests must carry a token.
-    pub fn enabled(&self) -> bool {
-        !self.tokens.is_empty()
-    }
-}
+pub use yaffle_core::auth::AuthConfig;

@@ -8,6 +8,7 @@
 //! policy, of the machine); a bad line is reported with its line number and reason while the good lines
 //! of the same request are kept; every limit is configurable and named in the error that enforces it.
 
+pub mod cardinality;
 pub mod config;
 pub mod error;
 pub mod http;

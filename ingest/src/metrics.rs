@@ -46,6 +46,7 @@ pub struct Metrics {
     pub(crate) points: Family<EndpointLabels, Counter>,
     pub(crate) rejected_points: Family<RejectLabels, Counter>,
     pub(crate) request_bytes: Family<EndpointLabels, Counter>,
+    pub(crate) active_series: Gauge,
     /// The durable log's metrics (`yaffle_log_*`), registered beside these.
     pub log: Arc<LogMetrics>,
     pub(crate) store_points: Counter,
@@ -72,6 +73,11 @@ impl Metrics {
         let r = registry.sub_registry_with_prefix("yaffle_ingest");
         r.register("requests", "HTTP requests by endpoint and status", m.requests.clone());
         r.register("points", "Points accepted and appended to the log", m.points.clone());
+        r.register(
+            "active_series",
+            "Series seen within the last hour or two (limits.max_active_series)",
+            m.active_series.clone(),
+        );
         r.register("rejected_points", "Points rejected, by reason", m.rejected_points.clone());
         r.register("request_bytes", "Request body bytes received (before decompression)", m.request_bytes.clone());
         r.register("store_sink_points", "Points written to the store by the store sink", m.store_points.clone());

@@ -6,7 +6,7 @@
 //! appended to the log, and before any other request can see the new type. A type is claimed even when that
 //! write then fails (for example with 503), as InfluxDB creates the field before it writes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,26 +27,42 @@ pub struct FieldTypes {
     path: PathBuf,
 }
 
-/// A point rejected because one of its fields has another type than stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Conflict {
-    /// The measurement.
-    pub measurement: String,
-    /// The field.
-    pub field: String,
-    /// The type written.
-    pub input: FieldType,
-    /// The type already stored.
-    pub existing: FieldType,
+/// Why a point is rejected by the registry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    /// One of its fields has another type than stored.
+    #[error(
+        "field type conflict: input field \"{field}\" on measurement \"{measurement}\" is type {input}, already exists as type {existing}"
+    )]
+    Type {
+        /// The measurement.
+        measurement: String,
+        /// The field.
+        field: String,
+        /// The type written.
+        input: FieldType,
+        /// The type already stored.
+        existing: FieldType,
+    },
+    /// Its measurement is new, and the request already brought as many new measurements as allowed.
+    #[error(
+        "new measurement \"{measurement}\" refused: the request has more than limits.max_new_measurements_per_request ({limit}) new measurements"
+    )]
+    TooManyNewMeasurements {
+        /// The measurement.
+        measurement: String,
+        /// The limit.
+        limit: usize,
+    },
 }
 
-impl std::fmt::Display for Conflict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "field type conflict: input field \"{}\" on measurement \"{}\" is type {}, already exists as type {}",
-            self.field, self.measurement, self.input, self.existing
-        )
+impl Conflict {
+    /// The `reason` label it is counted with.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Conflict::Type { .. } => "field_type_conflict",
+            Conflict::TooManyNewMeasurements { .. } => "new_measurements",
+        }
     }
 }
 
@@ -83,33 +99,59 @@ impl FieldTypes {
     /// first conflict it has (`None` for points to keep). Within one call the first point to use a new
     /// field sets its type for the rest. A claim is durable before any request can see it; its fsync
     /// runs on the blocking pool, and known fields cost one read lock and no I/O.
-    pub async fn check(self: &Arc<Self>, points: &[Point]) -> Result<Vec<Option<Conflict>>, IngestError> {
-        let (conflicts, new) = self.check_known(points);
+    ///
+    /// Points of new measurements past the first `max_new_measurements` of the request are refused
+    /// (a request naming a million new measurements would otherwise grow the registry, its file and
+    /// every tier's state by as much).
+    pub async fn check(
+        self: &Arc<Self>,
+        points: &[Point],
+        max_new_measurements: usize,
+    ) -> Result<Vec<Option<Conflict>>, IngestError> {
+        let (conflicts, new) = self.check_known(points, max_new_measurements);
         if new.is_empty() {
             return Ok(conflicts);
         }
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || this.claim(new)).await.expect("field type claim panicked")?;
-        // Every field is known now, by our claim or by a request that claimed it first.
-        Ok(self.check_known(points).0)
+        // Every field is known now, by our claim or by a request that claimed it first; the points
+        // refused for their new measurement stay refused.
+        let (checked, _) = self.check_known(points, usize::MAX);
+        Ok(conflicts
+            .into_iter()
+            .zip(checked)
+            .map(|(first, now)| match first {
+                Some(refused @ Conflict::TooManyNewMeasurements { .. }) => Some(refused),
+                _ => now,
+            })
+            .collect())
     }
 
     /// Conflicts against the known types (and the request's own first uses), and the new fields.
-    fn check_known(&self, points: &[Point]) -> (Vec<Option<Conflict>>, Vec<NewField>) {
+    fn check_known(&self, points: &[Point], max_new_measurements: usize) -> (Vec<Option<Conflict>>, Vec<NewField>) {
         let types = self.types.read().expect("field types lock");
         let mut conflicts = Vec::with_capacity(points.len());
         let mut new: HashMap<(&str, &str, &str), FieldType> = HashMap::new();
+        let mut new_measurements: HashSet<(&str, &str)> = HashSet::new();
         for p in points {
             let (db, m) = (p.series.database(), p.series.measurement());
             let known = types.get(db).and_then(|ms| ms.get(m));
+            if known.is_none() && !new_measurements.contains(&(db, m)) {
+                if new_measurements.len() == max_new_measurements {
+                    let limit = max_new_measurements;
+                    conflicts.push(Some(Conflict::TooManyNewMeasurements { measurement: m.to_string(), limit }));
+                    continue;
+                }
+                new_measurements.insert((db, m));
+            }
             let mut conflict = None;
             for (name, value) in &p.fields {
                 let ty = value.field_type();
                 let key = (db, m, name.as_str());
                 match known.and_then(|f| f.get(name)).or_else(|| new.get(&key)) {
                     Some(&existing) if existing != ty => {
-                        conflict =
-                            Some(Conflict { measurement: m.to_string(), field: name.clone(), input: ty, existing });
+                        let (measurement, field) = (m.to_string(), name.clone());
+                        conflict = Some(Conflict::Type { measurement, field, input: ty, existing });
                         break;
                     }
                     Some(_) => {}
@@ -157,6 +199,15 @@ mod tests {
 
     use super::*;
 
+    const ANY: usize = usize::MAX;
+
+    fn existing(c: &Option<Conflict>) -> FieldType {
+        match c {
+            Some(Conflict::Type { existing, .. }) => *existing,
+            other => panic!("not a type conflict: {other:?}"),
+        }
+    }
+
     fn p(db: &str, m: &str, f: &str, v: FieldValue) -> Point {
         Point::new(Arc::new(SeriesKey::new(db, m, vec![])), vec![(f.to_string(), v)], 0)
     }
@@ -167,11 +218,14 @@ mod tests {
         let path = dir.path().join("fields.jsonl");
         let types = Arc::new(FieldTypes::open(&path).unwrap());
         let r = types
-            .check(&[
-                p("db", "cpu", "v", FieldValue::Float(1.0)),
-                p("db", "cpu", "v", FieldValue::Integer(1)),
-                p("other", "cpu", "v", FieldValue::Integer(1)),
-            ])
+            .check(
+                &[
+                    p("db", "cpu", "v", FieldValue::Float(1.0)),
+                    p("db", "cpu", "v", FieldValue::Integer(1)),
+                    p("other", "cpu", "v", FieldValue::Integer(1)),
+                ],
+                ANY,
+            )
             .await
             .unwrap();
         assert_eq!(r[0], None);
@@ -182,8 +236,8 @@ mod tests {
         assert_eq!(r[2], None, "another database has its own types");
         drop(types);
         let types = Arc::new(FieldTypes::open(&path).unwrap());
-        let r = types.check(&[p("db", "cpu", "v", FieldValue::String("x".into()))]).await.unwrap();
-        assert_eq!(r[0].as_ref().unwrap().existing, FieldType::Float);
+        let r = types.check(&[p("db", "cpu", "v", FieldValue::String("x".into()))], ANY).await.unwrap();
+        assert_eq!(existing(&r[0]), FieldType::Float);
     }
 
     #[tokio::test]
@@ -192,15 +246,15 @@ mod tests {
         let path = dir.path().join("fields.jsonl");
         std::fs::write(&path, "[\"db\",\"cpu\",\"a\",\"float\"]\n[\"db\",\"cpu\",\"b\",\"int").unwrap();
         let types = Arc::new(FieldTypes::open(&path).unwrap());
-        types.check(&[p("db", "cpu", "b", FieldValue::Integer(1))]).await.unwrap();
+        types.check(&[p("db", "cpu", "b", FieldValue::Integer(1))], ANY).await.unwrap();
         drop(types);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "[\"db\",\"cpu\",\"a\",\"float\"]\n[\"db\",\"cpu\",\"b\",\"integer\"]\n");
         let types = Arc::new(FieldTypes::open(&path).unwrap());
         let points = [p("db", "cpu", "a", FieldValue::Integer(1)), p("db", "cpu", "b", FieldValue::Float(1.0))];
-        let r = types.check(&points).await.unwrap();
-        assert_eq!(r[0].as_ref().unwrap().existing, FieldType::Float);
-        assert_eq!(r[1].as_ref().unwrap().existing, FieldType::Integer);
+        let r = types.check(&points, ANY).await.unwrap();
+        assert_eq!(existing(&r[0]), FieldType::Float);
+        assert_eq!(existing(&r[1]), FieldType::Integer);
     }
 
     #[tokio::test]
@@ -211,7 +265,23 @@ mod tests {
         let path = dir.path().join("fields.jsonl");
         let types = Arc::new(FieldTypes::open(&path).unwrap());
         let points: Vec<_> = (0..20_000).map(|i| p("db", &format!("m{i}"), "v", FieldValue::Float(1.0))).collect();
-        assert!(types.check(&points).await.unwrap().iter().all(Option::is_none));
+        assert!(types.check(&points, ANY).await.unwrap().iter().all(Option::is_none));
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 20_000);
+    }
+
+    #[tokio::test]
+    async fn new_measurements_past_the_request_limit_are_refused_and_known_ones_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let types = Arc::new(FieldTypes::open(&dir.path().join("fields.jsonl")).unwrap());
+        types.check(&[p("db", "known", "v", FieldValue::Float(1.0))], ANY).await.unwrap();
+        let points: Vec<_> =
+            ["a", "b", "a", "known", "c", "b"].iter().map(|m| p("db", m, "v", FieldValue::Float(1.0))).collect();
+        let r = types.check(&points, 2).await.unwrap();
+        let refused: Vec<usize> = (0..r.len()).filter(|&i| r[i].is_some()).collect();
+        assert_eq!(refused, [4], "{r:?}");
+        assert_eq!(
+            r[4].as_ref().unwrap().to_string(),
+            "new measurement \"c\" refused: the request has more than limits.max_new_measurements_per_request (2) new measurements"
+        );
     }
 }

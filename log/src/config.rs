@@ -79,16 +79,21 @@ impl Default for CursorConfig {
     }
 }
 
-/// The three cursors.
+/// The cursors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CursorsConfig {
     /// Store sink.
     pub store: CursorConfig,
-    /// Kafka sink (and standalone downsampling).
+    /// Kafka sink.
     pub kafka: CursorConfig,
     /// Alert sink.
     pub alert: CursorConfig,
+    /// Standalone downsampling. It stays a replay window behind the end (the longest resolution plus
+    /// lateness and margin, about 65 minutes by default), so its budget is larger, and past it the
+    /// oldest segments of that window are dropped for it rather than writes refused: a rebuild after
+    /// a crash then misses their points, the live rollups do not.
+    pub downsample: CursorConfig,
 }
 
 impl Default for CursorsConfig {
@@ -97,6 +102,11 @@ impl Default for CursorsConfig {
             store: CursorConfig { enabled: true, ..CursorConfig::default() },
             kafka: CursorConfig::default(),
             alert: CursorConfig::default(),
+            downsample: CursorConfig {
+                disk_budget: ByteSize::gib(16),
+                policy: OverflowPolicy::DropOldest,
+                ..CursorConfig::default()
+            },
         }
     }
 }
@@ -116,6 +126,9 @@ pub struct LogConfig {
     pub max_record_bytes: ByteSize,
     /// The sinks' cursors.
     pub cursors: CursorsConfig,
+    /// Take over a log directory written before data format 2 (see [`crate::dir`]) instead of
+    /// refusing to start. Off by default: the operator decides.
+    pub upgrade_from_format_1: bool,
 }
 
 impl Default for LogConfig {
@@ -126,6 +139,7 @@ impl Default for LogConfig {
             fsync: FsyncPolicy::Always,
             max_record_bytes: ByteSize::mib(256),
             cursors: CursorsConfig::default(),
+            upgrade_from_format_1: false,
         }
     }
 }
@@ -143,8 +157,8 @@ impl LogConfig {
                 self.max_record_bytes
             ));
         }
-        for (name, c) in
-            [("store", &self.cursors.store), ("kafka", &self.cursors.kafka), ("alert", &self.cursors.alert)]
+        let c = &self.cursors;
+        for (name, c) in [("store", &c.store), ("kafka", &c.kafka), ("alert", &c.alert), ("downsample", &c.downsample)]
         {
             if c.enabled && c.disk_budget.as_u64() < 2 * self.segment_bytes.as_u64() {
                 return Err(format!(

@@ -17,15 +17,17 @@ use crate::durable::write_atomically;
 pub enum CursorName {
     /// The store sink.
     Store,
-    /// The Kafka sink (and, standalone, downsampling).
+    /// The Kafka sink.
     Kafka,
     /// The alert sink.
     Alert,
+    /// Standalone downsampling (without Kafka, the log is its source; it holds back its replay window).
+    Downsample,
 }
 
 impl CursorName {
     /// All cursors, in a fixed order.
-    pub const ALL: [CursorName; 3] = [CursorName::Store, CursorName::Kafka, CursorName::Alert];
+    pub const ALL: [CursorName; 4] = [CursorName::Store, CursorName::Kafka, CursorName::Alert, CursorName::Downsample];
 
     /// The cursor's name in files, metrics and logs.
     pub fn as_str(self) -> &'static str {
@@ -33,6 +35,7 @@ impl CursorName {
             CursorName::Store => "store",
             CursorName::Kafka => "kafka",
             CursorName::Alert => "alert",
+            CursorName::Downsample => "downsample",
         }
     }
 

@@ -70,6 +70,20 @@ pub enum LogError {
     /// The log is closing.
     #[error("the log is shutting down")]
     ShuttingDown,
+    /// Another process holds the log directory.
+    #[error("the log directory is in use by another process (it holds the lock on {}); stop it first", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The log directory was written in another data format.
+    #[error("log directory format at {}: {message}", path.display())]
+    Format {
+        /// The format marker.
+        path: PathBuf,
+        /// What was found and what to do.
+        message: String,
+    },
 }
 
 impl LogError {

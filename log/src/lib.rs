@@ -42,6 +42,7 @@
 
 mod config;
 mod cursor;
+pub mod dir;
 pub mod durable;
 mod error;
 #[cfg(test)]
@@ -96,6 +97,8 @@ struct AppendRequest {
 #[derive(Debug)]
 pub struct Log {
     shared: Arc<Shared>,
+    /// The directory's lock, released when the log is dropped.
+    _lock: File,
     tx: std::sync::Mutex<Option<mpsc::Sender<AppendRequest>>>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -132,7 +135,9 @@ impl Log {
         config.validate().map_err(LogError::Config)?;
         let dir = data_dir.join(&config.dir);
         fs::create_dir_all(&dir).map_err(LogError::io(&dir))?;
+        let lock = dir::lock(&dir)?;
         let mut bases = segment::list(&dir).map_err(LogError::io(&dir))?;
+        dir::check_format(&dir, !bases.is_empty(), config.upgrade_from_format_1)?;
         if bases.is_empty() {
             File::create(segment::path(&dir, 0)).map_err(LogError::io(&dir))?;
             storage.sync_dir(&dir).map_err(LogError::io(&dir))?;
@@ -161,6 +166,7 @@ impl Log {
                 CursorName::Store => &config.cursors.store,
                 CursorName::Kafka => &config.cursors.kafka,
                 CursorName::Alert => &config.cursors.alert,
+                CursorName::Downsample => &config.cursors.downsample,
             };
             let state = CursorState::load(&dir, name, cfg.clone(), start).map_err(LogError::io(&dir))?;
             // A cursor can point past the end after a torn tail was cut, or before the start after its
@@ -193,7 +199,12 @@ impl Log {
             .spawn(move || Writer { shared: writer_shared, file, segment_base: last, fsync }.run(rx))
             .map_err(LogError::io(&shared.dir))?;
         tracing::info!(dir = %shared.dir.display(), end, segments = bases.len(), "log opened");
-        Ok(Self { shared, tx: std::sync::Mutex::new(Some(tx)), writer: std::sync::Mutex::new(Some(writer)) })
+        Ok(Self {
+            shared,
+            _lock: lock,
+            tx: std::sync::Mutex::new(Some(tx)),
+            writer: std::sync::Mutex::new(Some(writer)),
+        })
     }
 
     /// Appends one record and returns once it is durable (see [`FsyncPolicy`]). Fails, with nothing

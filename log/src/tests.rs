@@ -227,3 +227,38 @@ fn concurrent_commits_of_one_cursor_all_succeed_and_keep_the_largest() {
     let on_disk = std::fs::read_to_string(dir.path().join("log/store.cursor")).unwrap();
     assert_eq!(on_disk, (199 * 4 + 3).to_string());
 }
+
+#[tokio::test]
+async fn a_second_process_cannot_open_a_log_in_use_and_the_lock_goes_with_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), &config(4096));
+    log.append(b"one".to_vec()).await.unwrap();
+    let e = Log::open(dir.path(), &config(4096), Arc::new(LogMetrics::default())).unwrap_err();
+    assert!(matches!(e, LogError::Locked { .. }), "{e}");
+    assert!(e.to_string().contains("in use by another process"), "{e}");
+    drop(log);
+    let log = open(dir.path(), &config(4096));
+    assert_eq!(read_all(&log, 0).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_log_of_another_data_format_is_refused_unless_upgraded_explicitly() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path(), &config(4096)));
+    let marker = dir.path().join("log").join("FORMAT");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), format!("{}\n", dir::FORMAT));
+
+    // A log written before the marker existed (format 1): refused, naming the option.
+    std::fs::remove_file(&marker).unwrap();
+    let e = Log::open(dir.path(), &config(4096), Arc::new(LogMetrics::default())).unwrap_err();
+    assert!(matches!(e, LogError::Format { .. }), "{e}");
+    assert!(e.to_string().contains("log.upgrade_from_format_1"), "{e}");
+    let upgrade = LogConfig { upgrade_from_format_1: true, ..config(4096) };
+    drop(open(dir.path(), &upgrade));
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), format!("{}\n", dir::FORMAT));
+
+    // A newer format is never read.
+    std::fs::write(&marker, "3\n").unwrap();
+    let e = Log::open(dir.path(), &upgrade, Arc::new(LogMetrics::default())).unwrap_err();
+    assert!(e.to_string().contains("data format 3"), "{e}");
+}

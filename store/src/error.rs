@@ -30,6 +30,9 @@ pub enum StoreError {
     /// Every replica of some shard is unreachable (ClickHouse code 279); the caller finds out which.
     #[error("a shard is unavailable: {0}")]
     ShardsUnavailable(String),
+    /// A query went past one of its [`QueryLimits`](crate::QueryLimits).
+    #[error("query refused: {0}")]
+    QueryLimit(String),
     /// Stored state could not be read back.
     #[error("corrupt store state at {path}: {reason}")]
     Corrupt {
@@ -44,6 +47,7 @@ impl yaffle_core::ErrorStatus for StoreError {
     fn http_status(&self) -> u16 {
         match self {
             StoreError::InvalidQuery(_) => 400,
+            StoreError::QueryLimit(_) => 422,
             StoreError::Unavailable(_) | StoreError::ShardsUnavailable(_) => 503,
             _ => 500,
         }

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use yaffle_core::Point;
 
 pub use error::StoreError;
-pub use query::{OutputFormat, QueryResult};
+pub use query::{OutputFormat, QueryLimits, QueryResult};
 pub use rollups::RollupRow;
 
 /// A place points are kept and queried: the read side every backend offers.

@@ -165,9 +165,142 @@ pub fn encode(sketch: &DDSketch) -> String {
 }
 
 /// A sketch from the column. Its relative accuracy is the writer's; its bin limit the default (2 048).
+///
+/// The text may come from anywhere (a SQL literal, a row written by another tool), so it is walked
+/// first with [`check_encoding`]: `sketches-ddsketch` trusts its input and overflows, or panics, on
+/// crafted keys and counts.
 pub fn decode(stored: &str) -> Result<DDSketch, String> {
     let bytes = BASE64_STANDARD.decode(stored).map_err(|e| format!("sketch is not base64: {e}"))?;
+    check_encoding(&bytes).map_err(|e| format!("sketch is not a DDSketch encoding Yaffle reads: {e}"))?;
     DDSketch::from_java_bytes(&bytes).map_err(|e| format!("sketch is not a DDSketch encoding: {e}"))
+}
+
+/// Largest |key| accepted: a gamma of 1 + 2e-4 (relative accuracy 1e-4) maps the largest double to
+/// about 3.5 M; 2^24 leaves the store's `i32` key arithmetic far from overflow.
+const MAX_KEY: i64 = 1 << 24;
+/// Most values one stored sketch may count (a trillion): merging millions of them stays in `u64`.
+const MAX_COUNT: f64 = (1u64 << 40) as f64;
+
+/// Walks DataDog's encoding exactly as `DDSketch::from_java_bytes` reads it and refuses what would
+/// make the crate, or a later merge or quantile, overflow: keys past [`MAX_KEY`], counts that are
+/// negative, fractional-huge or past [`MAX_COUNT`] in all, a gamma that is not a finite number above
+/// 1, index mappings other than the logarithmic one, and unknown flags.
+fn check_encoding(bytes: &[u8]) -> Result<(), String> {
+    let mut input = bytes;
+    // The crate skips a version byte 2 when a valid flag follows it.
+    if let [2, next, ..] = input
+        && is_flag(*next)
+    {
+        input = &input[1..];
+    }
+    let mut total = 0.0;
+    let mut count = |c: f64| {
+        if !(0.0..=MAX_COUNT).contains(&c) {
+            return Err(format!("bin count {c} out of range"));
+        }
+        total += c;
+        if total > MAX_COUNT { Err(format!("more than {MAX_COUNT} values")) } else { Ok(()) }
+    };
+    while let Some((&flag, rest)) = input.split_first() {
+        input = rest;
+        match flag {
+            Flag::LOG_MAPPING => {
+                let gamma = read_f64(&mut input)?;
+                let offset = read_f64(&mut input)?;
+                if !(gamma.is_finite() && gamma > 1.0 + 1e-6 && gamma <= 4.0 && offset.is_finite()) {
+                    return Err(format!("index mapping gamma {gamma}, offset {offset}"));
+                }
+            }
+            Flag::ZERO_COUNT => count(read_var_double(&mut input)?)?,
+            Flag::COUNT => {
+                read_var_double(&mut input)?;
+            }
+            Flag::SUM | Flag::MIN | Flag::MAX => {
+                if read_f64(&mut input)?.is_nan() {
+                    return Err("NaN summary".into());
+                }
+            }
+            _ if matches!(flag & 3, 1 | 3) && (1..=3).contains(&(flag >> 2)) => {
+                let bins = read_varint(&mut input)?;
+                if bins > input.len() as u64 {
+                    return Err(format!("{bins} bins in {} bytes", input.len()));
+                }
+                let key = |k: i64| if k.abs() > MAX_KEY { Err(format!("bin key {k} out of range")) } else { Ok(k) };
+                let signed = |input: &mut &[u8]| read_varint(input).map(|u| ((u >> 1) as i64) ^ -((u & 1) as i64));
+                match flag >> 2 {
+                    // Index deltas and counts; index deltas (a count of 1 each).
+                    mode @ (1 | 2) => {
+                        let mut index = 0i64;
+                        for _ in 0..bins {
+                            index = key(index + key(signed(&mut input)?)?)?;
+                            count(if mode == 1 { read_var_double(&mut input)? } else { 1.0 })?;
+                        }
+                    }
+                    // Contiguous counts from a start index, a delta apart.
+                    _ => {
+                        let (mut index, delta) = (key(signed(&mut input)?)?, key(signed(&mut input)?)?);
+                        for _ in 0..bins {
+                            count(read_var_double(&mut input)?)?;
+                            index = key(index + delta)?;
+                        }
+                    }
+                }
+            }
+            other => return Err(format!("unsupported flag byte {other:#04x}")),
+        }
+    }
+    Ok(())
+}
+
+/// The flags the crate counts as valid after a version byte.
+fn is_flag(b: u8) -> bool {
+    matches!(b, Flag::ZERO_COUNT | Flag::COUNT | Flag::SUM | Flag::MIN | Flag::MAX | Flag::LOG_MAPPING)
+        || (matches!(b & 3, 1 | 3) && (1..=3).contains(&(b >> 2)))
+        || (b & 3 == 2 && b >> 2 <= 4)
+}
+
+fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+    if input.len() < n {
+        return Err("truncated".into());
+    }
+    let (head, rest) = input.split_at(n);
+    *input = rest;
+    Ok(head)
+}
+
+fn read_f64(input: &mut &[u8]) -> Result<f64, String> {
+    Ok(f64::from_le_bytes(take(input, 8)?.try_into().expect("8 bytes")))
+}
+
+/// DataDog's unsigned varint (see [`bins`]).
+fn read_varint(input: &mut &[u8]) -> Result<u64, String> {
+    let (mut value, mut shift) = (0u64, 0);
+    loop {
+        let b = take(input, 1)?[0];
+        if b < 0x80 || shift == 56 {
+            return Ok(value | (u64::from(b) << shift));
+        }
+        value |= u64::from(b & 0x7f) << shift;
+        shift += 7;
+    }
+}
+
+/// The inverse of [`var_double`].
+fn read_var_double(input: &mut &[u8]) -> Result<f64, String> {
+    let (mut bits, mut shift) = (0u64, 57);
+    loop {
+        let b = take(input, 1)?[0];
+        if shift == 1 {
+            bits |= u64::from(b);
+            break;
+        }
+        bits |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            break;
+        }
+        shift -= 7;
+    }
+    Ok(f64::from_bits(bits.rotate_right(6).wrapping_add(1f64.to_bits())) - 1.0)
 }
 
 /// `sketch_quantile(sketch, q)` for DataFusion.
@@ -314,6 +447,70 @@ mod tests {
                 values.iter().for_each(|&v| sketch.add(v));
                 assert_eq!(encode_values(&values, &c), encode(&sketch), "{max_bins} bins, keys 0 and {span}");
             }
+        }
+    }
+
+    /// Merges and takes quantiles of whatever [`decode`] accepts: nothing here may panic.
+    fn exercise(stored: &str) {
+        if let Ok(sketch) = decode(stored) {
+            let mut merged = sketch_of(&[1.0, 2.0], &config(0.01, 2048));
+            let _ = merged.merge(&sketch);
+            let mut twice = sketch.clone();
+            let _ = twice.merge(&sketch);
+            for q in [0.0, 0.01, 0.5, 0.99, 1.0] {
+                let _ = sketch.quantile(q);
+                let _ = twice.quantile(q);
+                let _ = merged.quantile(q);
+            }
+        }
+    }
+
+    /// Crafted bins that overflowed the crate's key arithmetic or counts, and foreign mappings.
+    #[test]
+    fn crafted_sketches_are_refused_with_an_error_not_a_panic() {
+        let mut far = vec![Flag::LOG_MAPPING];
+        far.extend_from_slice(&1.02f64.to_le_bytes());
+        far.extend_from_slice(&0f64.to_le_bytes());
+        far.push(Flag::POSITIVE_BINS);
+        varint(&mut far, 2);
+        for delta in [i32::MAX as i64, i32::MAX as i64] {
+            varint(&mut far, ((delta << 1) ^ (delta >> 63)) as u64);
+            var_double(&mut far, 1.0);
+        }
+        let e = decode(&BASE64_STANDARD.encode(&far)).err().unwrap();
+        assert!(e.contains("bin key 2147483647 out of range"), "{e}");
+
+        let mut huge = vec![Flag::ZERO_COUNT];
+        var_double(&mut huge, 1e30);
+        assert!(decode(&BASE64_STANDARD.encode(&huge)).err().unwrap().contains("bin count"));
+
+        let mut gamma = vec![Flag::LOG_MAPPING];
+        gamma.extend_from_slice(&f64::NAN.to_le_bytes());
+        gamma.extend_from_slice(&0f64.to_le_bytes());
+        assert!(decode(&BASE64_STANDARD.encode(&gamma)).err().unwrap().contains("gamma NaN"));
+        assert!(decode(&BASE64_STANDARD.encode([0x06u8])).err().unwrap().contains("unsupported flag byte 0x06"));
+        let good = encode_values(&[1.0, 5.0, -3.0, 0.0], &config(0.01, 2048));
+        assert_eq!(decode(&good).unwrap().count(), 4);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            exercise(&BASE64_STANDARD.encode(&bytes));
+        }
+
+        /// Valid encodings with bytes changed: the cases a fuzzer finds first.
+        #[test]
+        fn mutated_sketches_never_panic(
+            values in proptest::collection::vec(-1e6..1e6f64, 1..20),
+            edits in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..4),
+        ) {
+            let mut bytes = BASE64_STANDARD.decode(encode_values(&values, &config(0.01, 2048))).unwrap();
+            for (at, b) in edits {
+                let n = bytes.len();
+                bytes[at % n] = b;
+            }
+            exercise(&BASE64_STANDARD.encode(&bytes));
         }
     }
 }

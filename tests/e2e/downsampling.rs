@@ -1,5 +1,5 @@
 //! Rollups through crashes, checked against a batch recomputation: standalone's in-process
-//! downsampler on the log's `kafka` cursor, and `yaffle downsample` workers on a real broker writing
+//! downsampler on the log's `downsample` cursor, and `yaffle downsample` workers on a real broker writing
 //! to the ClickHouse cluster.
 
 use std::collections::BTreeMap;
@@ -441,7 +441,8 @@ fn backfill_cli_computes_a_new_resolution_and_rebuilds_wiped_raw_points_on_click
     let sections = kafka_sections(&brokers, &format!("backfill-{}-{nanos}", std::process::id()), "");
     let db = clickhouse::database("backfill");
     let config = clickhouse::config(dir.path(), &db, "", &sections);
-    let ingest = Yaffle::start(&dir.path().join("data"), &[("YAFFLE_CONFIG", &config)]);
+    // The cluster's ingest node: `yaffle ingest`, the store and the tee, queried through it.
+    let ingest = Yaffle::start_as("ingest", &dir.path().join("data"), &[("YAFFLE_CONFIG", &config)]);
 
     // 20 s of points, 10 per second per host.
     let mut rng = Rng(nanos as u64 | 1);

@@ -21,9 +21,10 @@ pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A running `yaffle standalone` with its own data directory.
+/// A running `yaffle standalone` (or `yaffle ingest`) with its own data directory.
 pub(crate) struct Yaffle {
     pub(crate) port: u16,
+    role: &'static str,
     pub(crate) data_dir: PathBuf,
     extra_env: Vec<(String, String)>,
     /// Sent with SQL requests when auth is on.
@@ -43,8 +44,14 @@ pub(crate) fn agent() -> ureq::Agent {
 impl Yaffle {
     /// Starts on a free port in `data_dir`, with `env` as extra `YAFFLE_*` settings.
     pub(crate) fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_as("standalone", data_dir, env)
+    }
+
+    /// [`Yaffle::start`] of the role `yaffle <role>` (`standalone` or `ingest`).
+    pub(crate) fn start_as(role: &'static str, data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let mut y = Self {
             port: free_port(),
+            role,
             data_dir: data_dir.to_path_buf(),
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             token: None,
@@ -64,7 +71,7 @@ impl Yaffle {
 
     fn spawn(&mut self) {
         let mut cmd = Command::new(BIN);
-        cmd.arg("standalone")
+        cmd.arg(self.role)
             .env("YAFFLE_DATA_DIR", &self.data_dir)
             .env("YAFFLE_HTTP__BIND", format!("127.0.0.1:{}", self.port))
             .env("YAFFLE_SINKS__STORE__FLUSH_INTERVAL", "100ms")

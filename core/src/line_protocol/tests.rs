@@ -236,3 +236,31 @@ fn cached_series_give_the_same_points_and_share_keys() {
     assert_eq!(p[0].series_id, p[2].series_id, "another tag order is the same series");
     assert_eq!(cached[3].0.clone().unwrap_err().kind, ErrorKind::DuplicateTags);
 }
+
+#[test]
+fn series_limits_are_line_errors_checked_once_per_series() {
+    let limits = SeriesLimits { max_tags: 2, max_name_bytes: 3, max_value_bytes: 4 };
+    let input =
+        "m,a=1,b=2 v=1\nm,a=1,b=2,c=3 v=1\nm,long=1 v=1\nm,a=12345 v=1\nmeasure v=1\nm,a=1\\ 2 v=1\nm,b=2,a=1 v=2";
+    let mut parser = Parser::new(input.as_bytes(), Precision::Nanoseconds);
+    let mut cache = SeriesCache::with_limits("db", limits);
+    let mut line = Line::default();
+    let mut out = Vec::new();
+    while let Some(r) = parser.next_into(&mut line) {
+        r.unwrap();
+        out.push(line.to_point_cached(&mut cache, 0).map(|_| ()).map_err(|e| e.kind.to_string()));
+    }
+    assert_eq!(
+        out,
+        [
+            Ok(()),
+            Err("more than limits.max_labels_per_series (2) tags".into()),
+            Err("tag key of 4 bytes is longer than limits.max_label_name_bytes (3 bytes)".into()),
+            Err("tag value of 5 bytes is longer than limits.max_label_value_bytes (4 bytes)".into()),
+            Err("measurement of 7 bytes is longer than limits.max_label_value_bytes (4 bytes)".into()),
+            // Lengths are of the unescaped strings: `1\ 2` is three bytes.
+            Ok(()),
+            Ok(()),
+        ]
+    );
+}

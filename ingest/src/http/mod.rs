@@ -7,9 +7,9 @@
 //! | `POST /api/v1/write` | Prometheus remote_write 1.0 (snappy protobuf); `db` overrides the configured database |
 //! | `GET,HEAD /ping` | 204 with `X-Influxdb-Version`, as InfluxDB answers |
 //! | `GET,POST /query` | `CREATE DATABASE` succeeds (a no-op: databases exist when written to); other InfluxQL gets 501 |
-//! | `GET,POST /api/v1/sql` | SQL over the store: `q` (or the POST body), `format=json|csv|table` |
+//! | `GET,POST /api/v1/sql` | SQL over the store: `q` (or the POST body), `format=json|csv|table`; 501 without a store |
 //! | `GET /health` | 200 with a JSON status and each sink's state; 503 naming the cause once the log refuses writes (a failed fsync) or a sink failed fatally (until it recovers) |
-//! | `GET /metrics` | Prometheus text format |
+//! | `GET /metrics` | Prometheus text format (behind the token when `auth.metrics` is set) |
 //!
 //! Writes answer 204 only after the batch is in the durable log. Bad lines are reported as InfluxDB
 //! does (400, `partial write: ...` in the JSON body and in `X-Influxdb-Error`) while the good lines of the
@@ -17,9 +17,12 @@
 
 mod auth;
 mod query;
+mod server;
 #[cfg(test)]
 mod tests;
 mod write;
+
+pub use server::serve_router;
 
 use std::sync::Arc;
 
@@ -31,6 +34,7 @@ use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 use yaffle_store::Store;
 
+use crate::cardinality::SeriesLimiter;
 use crate::config::{AuthConfig, HttpConfig, LimitsConfig};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::schema::FieldTypes;
@@ -49,7 +53,8 @@ pub struct AppState {
     /// Field types, for conflicts.
     pub field_types: Arc<FieldTypes>,
     /// The store SQL runs against.
-    pub store: Arc<dyn Store>,
+    /// `None` in the ingest role without a queryable store: `/api/v1/sql` answers 501.
+    pub store: Option<Arc<dyn Store>>,
     /// Ingest metrics.
     pub metrics: Arc<Metrics>,
     /// The registry `/metrics` renders.
@@ -62,6 +67,8 @@ pub struct AppState {
     pub auth: Arc<AuthConfig>,
     /// The sinks' runtime, for their health.
     pub sinks: Arc<Supervisor>,
+    /// The active-series limits.
+    pub series: Arc<SeriesLimiter>,
 }
 
 /// The router, without a socket (tests drive it with `oneshot`).
@@ -78,13 +85,14 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener` until `shutdown` completes, under `http`'s connection bounds.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+    let http = Arc::clone(&state.http);
+    serve_router(listener, app(state), &http, shutdown).await
 }
 
 async fn ping() -> Response {
@@ -119,7 +127,10 @@ async fn health(State(s): State<AppState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-async fn metrics(State(s): State<AppState>) -> Response {
+async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if s.auth.metrics_protected() && !auth::authorized(&s.auth, &headers, None) {
+        return error_response(Dialect::V1, StatusCode::UNAUTHORIZED, "authorization failed");
+    }
     render_metrics(&s.registry)
 }
 

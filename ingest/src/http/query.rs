@@ -112,7 +112,11 @@ async fn sql_inner(
         None if accepts_csv => OutputFormat::Csv,
         None => OutputFormat::Json,
     };
-    match s.store.query(&statement).await {
+    let Some(store) = &s.store else {
+        let msg = "no store to query here: this ingest node only tees (set store.backend = \"clickhouse\" to query the cluster)";
+        return error_response(Dialect::V1, StatusCode::NOT_IMPLEMENTED, msg);
+    };
+    match store.query(&statement).await {
         Ok(result) => {
             tracing::Span::current().record("rows", result.num_rows());
             match result.render(format) {

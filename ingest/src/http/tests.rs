@@ -15,6 +15,7 @@ use yaffle_store::PositionedStore;
 use yaffle_store::embedded::{EmbeddedConfig, EmbeddedStore};
 
 use super::*;
+use crate::cardinality::SeriesLimiter;
 use crate::sinks::store::{StoreSink, StoreSinkConfig};
 use yaffle_log::LogConfig;
 use yaffle_log::durable::{OsStorage, Storage};
@@ -56,10 +57,11 @@ async fn harness_on(
     let state = AppState {
         log,
         field_types,
-        store,
+        store: Some(store as Arc<dyn yaffle_store::Store>),
         metrics,
         registry: Arc::new(registry),
         http: Arc::new(HttpConfig::default()),
+        series: Arc::new(SeriesLimiter::from_limits(&limits)),
         limits: Arc::new(limits),
         auth: Arc::new(auth),
         sinks,
@@ -192,6 +194,9 @@ async fn limits_are_enforced_and_named() {
         max_decompressed_bytes: ByteSize::b(200),
         max_line_bytes: ByteSize::b(30),
         max_points_per_request: 2,
+        max_labels_per_series: 1,
+        max_label_value_bytes: 12,
+        ..LimitsConfig::default()
     };
     let h = harness_with(limits, AuthConfig::default()).await;
     let r = send(&h, post("/write", "m v=1\n".repeat(20))).await;
@@ -219,11 +224,48 @@ async fn limits_are_enforced_and_named() {
             .contains("(line 2, column 31): line longer than limits.max_line_bytes (30 bytes)")
     );
     wait_rows(&h, "database = 'lim'", 1).await;
+
+    // Series limits are per line: the good line is kept, the others are named.
+    let r = send(
+        &h,
+        post(
+            "/write?db=series",
+            "m,a=1 v=1 1
+m,a=1,b=2 v=1 2
+m,a=0123456789abc v=1 3",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let error = r.json()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("(line 2): more than limits.max_labels_per_series (1) tags"), "{error}");
+    assert!(error.contains("tag value of 13 bytes is longer than limits.max_label_value_bytes (12 bytes)"), "{error}");
+    assert!(error.ends_with("dropped=2"), "{error}");
+    wait_rows(&h, "database = 'series'", 1).await;
+
+    // remote_write counts labels while decoding; the whole request is refused.
+    let req = WriteRequest {
+        timeseries: vec![TimeSeries {
+            labels: ["__name__", "a", "b"]
+                .iter()
+                .map(|n| Label { name: n.to_string().into(), value: "v".into() })
+                .collect(),
+            samples: vec![Sample { value: 1.0, timestamp: 1 }],
+        }],
+    };
+    let body = snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).unwrap();
+    let r = send(&h, post("/api/v1/write?db=rw", body)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json()["error"],
+        "remote_write: series 0 has more than limits.max_labels_per_series (1) labels besides __name__"
+    );
 }
 
 #[tokio::test]
 async fn auth_refuses_writes_without_a_valid_token_and_stores_nothing() {
-    let h = harness_with(LimitsConfig::default(), AuthConfig { tokens: vec!["tok".into()] }).await;
+    let auth = AuthConfig { tokens: vec!["tok".into()], metrics: true };
+    let h = harness_with(LimitsConfig::default(), auth).await;
     let r = send(&h, post("/write?db=a", "m v=1")).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let r = send(
@@ -240,6 +282,18 @@ async fn auth_refuses_writes_without_a_valid_token_and_stores_nothing() {
     let ok =
         Request::post("/api/v2/write?bucket=a").header("Authorization", "Token tok").body(Body::from("m v=1")).unwrap();
     assert_eq!(send(&h, ok).await.status, StatusCode::NO_CONTENT);
+    // `auth.metrics`: the scrape needs the token too; health stays open for probes.
+    let scrape = |token: Option<&str>| {
+        let r = Request::get("/metrics");
+        let r = match token {
+            Some(t) => r.header("Authorization", format!("Bearer {t}")),
+            None => r,
+        };
+        r.body(Body::empty()).unwrap()
+    };
+    assert_eq!(send(&h, scrape(None)).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(send(&h, scrape(Some("tok"))).await.status, StatusCode::OK);
+    assert_eq!(send(&h, Request::get("/health").body(Body::empty()).unwrap()).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -272,6 +326,18 @@ async fn remote_write_keeps_names_and_labels_and_accepts_metadata_only_requests(
     let r = send(&h, post("/api/v1/write", "garbage")).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.json()["error"].as_str().unwrap().starts_with("remote_write: snappy"));
+
+    // A remote_write 2.0 sender is told its message type is not supported (the spec's 415), so it can
+    // fall back to 1.0; nothing is stored.
+    let v2 = Request::post("/api/v1/write?db=v2")
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v2.Request")
+        .header("X-Prometheus-Remote-Write-Version", "2.0.0")
+        .body(Body::from(snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).unwrap()))
+        .unwrap();
+    let r = send(&h, v2).await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(r.json()["error"].as_str().unwrap().contains("io.prometheus.write.v2.Request"));
 }
 
 #[tokio::test]
@@ -407,9 +473,43 @@ async fn a_sink_failing_fatally_makes_health_fail_naming_it_until_it_recovers() 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(recovered, "the store sink recovered");
-    let rows = h.state.store.query("SELECT count(*) AS n FROM points").await.unwrap();
+    let rows = h.state.store.as_ref().unwrap().query("SELECT count(*) AS n FROM points").await.unwrap();
     assert_eq!(
         arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(rows.batches[0].column(0)).value(0),
         2
     );
+}
+
+/// A point at the end of time (or past `limits.max_future`) is refused on its own; the request's
+/// other points are kept.
+#[tokio::test]
+async fn points_too_far_ahead_are_refused_each_and_the_rest_kept() {
+    let h = harness().await;
+    let body =
+        format!("m v=1 {}\nm v=2 1000000000\nm v=3 {}", i64::MAX, yaffle_log::now_ns() + 3 * 86_400 * 1_000_000_000);
+    let r = send(&h, post("/write?db=future", body)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let error = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("future/m at 9223372036854775807 ns is more than limits.max_future (2days) ahead"),
+        "{error}"
+    );
+    assert!(error.ends_with("dropped=2"), "{error}");
+    wait_rows(&h, "database = 'future'", 1).await;
+}
+
+/// A request spreading points over more days than `limits.max_days_per_request` (each a partition
+/// of the stores) keeps those of its first days.
+#[tokio::test]
+async fn points_on_too_many_days_are_refused_past_the_limit() {
+    let limits = LimitsConfig { max_days_per_request: 3, ..LimitsConfig::default() };
+    let h = harness_with(limits, AuthConfig::default()).await;
+    let day = 86_400_000_000_000i64;
+    let body: Vec<String> = (0..10).map(|d| format!("m v={d} {}", d * day)).collect();
+    let r = send(&h, post("/write?db=days", body.join("\n") + "\nm v=9 1")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let error = r.json()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("falls on a day past limits.max_days_per_request (3) in this request"), "{error}");
+    assert!(error.ends_with("dropped=7"), "{error}");
+    wait_rows(&h, "database = 'days'", 4).await;
 }

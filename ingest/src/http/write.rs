@@ -1,5 +1,6 @@
 //! Write endpoints: line protocol (InfluxDB 1.x and 2.x) and Prometheus remote_write.
 
+use std::collections::HashSet;
 use std::io::Read;
 
 use axum::body::{Body, Bytes};
@@ -8,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tracing::instrument;
-use yaffle_core::line_protocol::{Line, Parser, Precision, SeriesCache};
+use yaffle_core::line_protocol::{Line, Parser, Precision, SeriesCache, SeriesLimits};
 use yaffle_core::{Batch, ErrorStatus, Point, remote_write};
 
 use super::{AppState, Dialect, auth, count, error_response};
@@ -128,7 +129,9 @@ async fn store_points(
     points: Vec<Point>,
     mut errors: Vec<String>,
 ) -> Response {
-    let conflicts = match s.field_types.check(&points).await {
+    let points = within_bounds(s, endpoint, points, &mut errors);
+    let points = admit_series(s, endpoint, points, &mut errors);
+    let conflicts = match s.field_types.check(&points, s.limits.max_new_measurements_per_request).await {
         Ok(c) => c,
         Err(e) => return error_response(dialect, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
@@ -137,10 +140,7 @@ async fn store_points(
         match conflict {
             None => kept.push(p),
             Some(c) => {
-                s.metrics
-                    .rejected_points
-                    .get_or_create(&RejectLabels { endpoint, reason: "field_type_conflict" })
-                    .inc();
+                s.metrics.rejected_points.get_or_create(&RejectLabels { endpoint, reason: c.reason() }).inc();
                 errors.push(c.to_string());
             }
         }
@@ -172,6 +172,60 @@ async fn store_points(
     }
 }
 
+/// Keeps the points within `limits.max_future` ahead of the clock, `limits.max_age` behind it and on
+/// the request's first `limits.max_days_per_request` days; each other one becomes an error of its own.
+fn within_bounds(s: &AppState, endpoint: &'static str, mut points: Vec<Point>, errors: &mut Vec<String>) -> Vec<Point> {
+    const DAY_NS: i64 = 86_400_000_000_000;
+    let l = &s.limits;
+    let now = now_ns();
+    let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    let newest = now.saturating_add(nanos(l.max_future));
+    let oldest = if l.max_age.is_zero() { i64::MIN } else { now.saturating_sub(nanos(l.max_age)) };
+    // Points of one request mostly fall on one day: the last one admitted is checked first.
+    let (mut days, mut last_day) = (HashSet::new(), None);
+    let before = points.len();
+    points.retain(|p| {
+        let day = p.timestamp.div_euclid(DAY_NS);
+        let bound = |limit, d, side| {
+            let d = humantime::format_duration(d);
+            format!("is more than limits.{limit} ({d}) {side} the server clock")
+        };
+        let why = if p.timestamp > newest {
+            bound("max_future", l.max_future, "ahead of")
+        } else if p.timestamp < oldest {
+            bound("max_age", l.max_age, "behind")
+        } else if last_day == Some(day) {
+            return true;
+        } else if days.len() < l.max_days_per_request || days.contains(&day) {
+            last_day = Some(day);
+            days.insert(day);
+            return true;
+        } else {
+            format!("falls on a day past limits.max_days_per_request ({}) in this request", l.max_days_per_request)
+        };
+        errors.push(format!("point of series {} at {} ns {why}", p.series, p.timestamp));
+        false
+    });
+    let refused = before - points.len();
+    if refused > 0 {
+        s.metrics.rejected_points.get_or_create(&RejectLabels { endpoint, reason: "bounds" }).inc_by(refused as u64);
+    }
+    points
+}
+
+/// Keeps the points the active-series limits admit; each other one becomes an error of its own.
+fn admit_series(s: &AppState, endpoint: &'static str, points: Vec<Point>, errors: &mut Vec<String>) -> Vec<Point> {
+    let mut refused = Vec::new();
+    let kept = s.series.admit(points, &mut refused);
+    s.metrics.active_series.set(s.series.active() as i64);
+    if !refused.is_empty() {
+        let n = refused.len() as u64;
+        s.metrics.rejected_points.get_or_create(&RejectLabels { endpoint, reason: "series_limit" }).inc_by(n);
+        errors.extend(refused.iter().map(ToString::to_string));
+    }
+    kept
+}
+
 /// Parses a body into points and per-line errors; fails only when the request has too many points.
 fn parse(
     body: &[u8],
@@ -182,7 +236,14 @@ fn parse(
 ) -> Result<(Vec<Point>, Vec<String>), String> {
     let mut parser = Parser::new(body, precision).with_max_line_bytes(limits.max_line_bytes.as_u64() as usize);
     let mut line = Line::default();
-    let mut series = SeriesCache::new(db);
+    let mut series = SeriesCache::with_limits(
+        db,
+        SeriesLimits {
+            max_tags: limits.max_labels_per_series,
+            max_name_bytes: limits.max_label_name_bytes,
+            max_value_bytes: limits.max_label_value_bytes,
+        },
+    );
     let mut points = Vec::new();
     let mut errors = Vec::new();
     while let Some(r) = parser.next_into(&mut line) {
@@ -224,23 +285,36 @@ async fn remote_write_inner(s: &AppState, q: RemoteWriteParams, headers: &Header
     if !auth::authorized(&s.auth, headers, None) {
         return error_response(Dialect::V1, StatusCode::UNAUTHORIZED, "authorization failed");
     }
-    let body = match read_body(s, ENDPOINT, headers, body).await {
-        Ok(b) => b,
-        Err((status, msg)) => return error_response(Dialect::V1, status, &msg),
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let decoded = match remote_write::check_content_type(content_type) {
+        Ok(()) => match read_body(s, ENDPOINT, headers, body).await {
+            Ok(body) => {
+                let l = &s.limits;
+                let limits = remote_write::Limits {
+                    max_decompressed_bytes: l.max_decompressed_bytes.as_u64() as usize,
+                    max_points: l.max_points_per_request,
+                    max_series: l.max_series_per_request,
+                    max_labels_per_series: l.max_labels_per_series,
+                    max_label_name_bytes: l.max_label_name_bytes,
+                    max_label_value_bytes: l.max_label_value_bytes,
+                };
+                if body.len() > INLINE_PARSE_BYTES {
+                    tokio::task::spawn_blocking(move || remote_write::decode(&body, &db, &limits))
+                        .await
+                        .expect("decode task panicked")
+                } else {
+                    remote_write::decode(&body, &db, &limits)
+                }
+            }
+            Err((status, msg)) => return error_response(Dialect::V1, status, &msg),
+        },
+        Err(e) => Err(e),
     };
-    let limits = remote_write::Limits {
-        max_decompressed_bytes: s.limits.max_decompressed_bytes.as_u64() as usize,
-        max_points: s.limits.max_points_per_request,
-    };
-    match remote_write::decode(&body, &db, &limits) {
+    match decoded {
         Ok(points) => store_points(s, Dialect::V1, ENDPOINT, points, Vec::new()).await,
         Err(e) => {
             s.metrics.rejected_points.get_or_create(&RejectLabels { endpoint: ENDPOINT, reason: "decode" }).inc();
-            let status = match e {
-                remote_write::RemoteWriteError::TooLarge { .. }
-                | remote_write::RemoteWriteError::TooManyPoints { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                _ => StatusCode::BAD_REQUEST,
-            };
+            let status = StatusCode::from_u16(e.http_status()).expect("valid status");
             error_response(Dialect::V1, status, &format!("remote_write: {e}"))
         }
     }
@@ -262,7 +336,14 @@ async fn read_body(
     if let Some(n) = declared.filter(|&n| n > limit) {
         return Err(too_large(format!(" of {n} bytes")));
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| too_large(String::new()))?;
+    let timeout = s.http.body_read_timeout;
+    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(read) => read.map_err(|_| too_large(String::new()))?,
+        Err(_) => {
+            let msg = format!("request body not received within http.body_read_timeout ({timeout:?})");
+            return Err((StatusCode::REQUEST_TIMEOUT, msg));
+        }
+    };
     s.metrics.request_bytes.get_or_create(&EndpointLabels { endpoint }).inc_by(bytes.len() as u64);
     Ok(bytes)
 }

@@ -92,3 +92,21 @@ async fn deleted_points_rebuilt_from_elsewhere_are_exact_even_twice() {
     assert_eq!(kept + written, 1000);
     assert_eq!(numbers(&store, "SELECT count() FROM points").await, [1000]);
 }
+
+/// User queries run read-only under `store.clickhouse.query`: no SET, no table functions (a
+/// server-side request vector), and answers past the row limit are refused by ClickHouse itself.
+#[tokio::test]
+async fn user_queries_are_read_only_and_bounded() {
+    let mut config = fresh_config("limits");
+    config.query.max_result_rows = 10;
+    let store = ClickHouseStore::new(&config).unwrap();
+    store.init().await.unwrap();
+    let refused = |r: Result<QueryResult, StoreError>| r.err().map(|e| e.to_string()).unwrap_or_default();
+    let e = refused(store.query("SELECT * FROM url('http://127.0.0.1:1/', CSV, 'a String')").await);
+    assert!(e.contains("readonly"), "{e}");
+    let e = refused(store.query("SET max_threads = 1").await);
+    assert!(e.contains("readonly"), "{e}");
+    let e = store.query("SELECT number FROM system.numbers LIMIT 50").await.unwrap_err();
+    assert!(matches!(e, StoreError::QueryLimit(_)), "{e}");
+    assert_eq!(store.query("SELECT number FROM system.numbers LIMIT 10").await.unwrap().num_rows(), 10);
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use yaffle_core::strategy::{Distribution, DistributionConfig};
 
-use crate::Retention;
+use crate::{QueryLimits, Retention};
 
 /// What a read does when every replica of a shard is down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -48,6 +48,10 @@ pub struct ClickHouseConfig {
     pub retention: Retention,
     /// Which shard each series goes to.
     pub distribution: DistributionConfig,
+    /// Bounds on each SQL query, passed to ClickHouse as `max_execution_time`, `max_memory_usage` and
+    /// `max_result_rows` (with `result_overflow_mode = 'throw'`); queries run with `readonly = 1`
+    /// (no SET, no table functions such as `url()`).
+    pub query: QueryLimits,
 }
 
 impl Default for ClickHouseConfig {
@@ -63,6 +67,7 @@ impl Default for ClickHouseConfig {
             ddl_timeout: Duration::from_secs(60),
             retention: Retention::default(),
             distribution: DistributionConfig::default(),
+            query: QueryLimits::default(),
         }
     }
 }

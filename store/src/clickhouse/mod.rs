@@ -291,12 +291,17 @@ impl ClickHouseStore {
 
     async fn fetch(&self, replica: &Replica, sql: &str, skip_unavailable: bool) -> Result<QueryResult, StoreError> {
         let sql = sql.trim().trim_end_matches(';');
+        let limits = &self.config.query;
         let mut query = replica
             .client
             .query_raw(sql)
             .with_setting("database", self.config.database.as_str())
-            .with_setting("readonly", "2")
-            .with_setting("output_format_json_quote_64bit_integers", "0");
+            .with_setting("output_format_json_quote_64bit_integers", "0")
+            .with_setting("max_execution_time", limits.timeout.as_secs().max(1).to_string())
+            .with_setting("max_memory_usage", limits.max_memory.as_u64().to_string())
+            .with_setting("max_result_rows", limits.max_result_rows.to_string())
+            .with_setting("result_overflow_mode", "throw")
+            .with_setting("readonly", "1");
         if skip_unavailable {
             query = query.with_setting("skip_unavailable_shards", "1");
         }
@@ -421,6 +426,8 @@ fn classify(url: &str, e: clickhouse::error::Error) -> StoreError {
                 }
                 // Every replica of a shard unreachable.
                 Some(279) => StoreError::ShardsUnavailable(text),
+                // Timeout, too many rows, memory limit: store.clickhouse.query.
+                Some(159 | 158 | 396 | 241) => StoreError::QueryLimit(format!("{text} (store.clickhouse.query)")),
                 _ => StoreError::Execution(format!("{url}: {text}")),
             }
         }

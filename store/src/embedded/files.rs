@@ -191,7 +191,7 @@ impl Files {
 
     /// The start of the partition holding time `ns`.
     fn partition_of(&self, ns: i64) -> i64 {
-        ns.div_euclid(self.partition_ns) * self.partition_ns
+        partition_of(ns, self.partition_ns)
     }
 }
 
@@ -324,6 +324,14 @@ fn remove_tmp_files(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The start of the `width`-wide partition holding `ns`. Near `i64::MIN` the start would be before the
+/// first representable time: such points go to the first partition that starts after it (which retention
+/// drops like any other), where an unchecked multiplication wrapped to a start in 2262 that retention
+/// never reached.
+fn partition_of(ns: i64, width: i64) -> i64 {
+    ns.div_euclid(width).checked_mul(width).unwrap_or_else(|| (i64::MIN / width) * width)
+}
+
 pub(super) fn partition_name(start_ns: i64) -> String {
     DateTime::from_timestamp_nanos(start_ns).format(PARTITION_FORMAT).to_string()
 }
@@ -335,6 +343,17 @@ fn partition_start(name: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partition_starts_never_overflow() {
+        let day = 86_400_000_000_000;
+        assert_eq!(partition_of(day + 5, day), day);
+        assert_eq!(partition_of(-1, day), -day);
+        let first = partition_of(i64::MIN, day);
+        assert!(first <= i64::MIN + day && first > i64::MIN, "{first}");
+        assert_eq!(partition_start(&partition_name(first)), Some(first));
+        assert_eq!(partition_of(i64::MAX, day), i64::MAX.div_euclid(day) * day);
+    }
 
     #[test]
     fn partition_names_round_trip() {

@@ -41,18 +41,24 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::DataFusionError;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::execution_plan::SchedulingType;
+use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::{Deserialize, Serialize};
 use yaffle_core::Point;
 
+use crate::query::QueryRuntime;
 use crate::rollups::{ROLLUPS_TABLE, RollupRow, rollups_schema};
 use crate::schema::{POINTS_TABLE, points_schema};
-use crate::{PositionedStore, QueryResult, Retention, Store, StoreError};
+use crate::{PositionedStore, QueryLimits, QueryResult, Retention, Store, StoreError};
 
 /// Every rollup row written, all versions (`rollups` shows the latest of each key).
 const ROLLUP_VERSIONS: &str = "rollup_versions";
@@ -73,11 +79,18 @@ pub struct EmbeddedConfig {
     pub partition: Duration,
     /// Retention per table.
     pub retention: Retention,
+    /// Bounds on each SQL query.
+    pub query: QueryLimits,
 }
 
 impl Default for EmbeddedConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("store"), partition: Duration::from_secs(86_400), retention: Retention::default() }
+        Self {
+            dir: PathBuf::from("store"),
+            partition: Duration::from_secs(86_400),
+            retention: Retention::default(),
+            query: QueryLimits::default(),
+        }
     }
 }
 
@@ -102,6 +115,8 @@ impl EmbeddedConfig {
 pub struct EmbeddedStore {
     files: files::Files,
     retention: Retention,
+    limits: QueryLimits,
+    queries: Arc<QueryRuntime>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -140,7 +155,12 @@ impl EmbeddedStore {
     }
 
     async fn with_files(files: files::Files, config: &EmbeddedConfig) -> Result<Self, StoreError> {
-        let store = Self { files, retention: config.retention.clone() };
+        let store = Self {
+            files,
+            retention: config.retention.clone(),
+            limits: config.query.clone(),
+            queries: Arc::new(QueryRuntime::new()?),
+        };
         store.session().await?; // fail at open, not at the first query, if the table cannot be registered
         Ok(store)
     }
@@ -150,8 +170,10 @@ impl EmbeddedStore {
     /// Setting one up costs about a millisecond.
     async fn session(&self) -> Result<SessionContext, StoreError> {
         let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
+        // Sorts, joins and aggregations past the limit fail (DataFusion's ResourcesExhausted).
         let runtime = RuntimeEnvBuilder::new()
             .with_cache_manager(caches)
+            .with_memory_limit(self.limits.max_memory.as_u64() as usize, 1.0)
             .build_arc()
             .map_err(|e| StoreError::Execution(e.to_string()))?;
         // Partitions are subdirectories; DataFusion ignores those by default.
@@ -170,6 +192,28 @@ impl EmbeddedStore {
         }
         Ok(ctx)
     }
+}
+
+/// The plan with every operator's input behind a [`CooperativeExec`], so that each batch passed
+/// between operators spends tokio's cooperative budget: a join that produces batches without reading
+/// (a cross join) still yields, and a cancelled query stops within a few batches. DataFusion wraps
+/// only the leaves.
+fn cooperative(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+    let yields = |p: &Arc<dyn ExecutionPlan>| p.properties().scheduling_type == SchedulingType::Cooperative;
+    plan.transform_up(|node| {
+        if node.children().iter().all(|c| yields(c)) {
+            return Ok(Transformed::no(node));
+        }
+        let children = node
+            .children()
+            .into_iter()
+            .map(|c| if yields(c) { Arc::clone(c) } else { Arc::new(CooperativeExec::new(Arc::clone(c))) as _ })
+            .collect();
+        // A `CooperativeExec` has its input's properties.
+        let keep = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep);
+        Ok(Transformed::yes(node.replace_children(children, keep)?))
+    })
+    .map(|t| t.data)
 }
 
 fn register_table(
@@ -200,6 +244,8 @@ impl PositionedStore for EmbeddedStore {
 
 #[async_trait::async_trait]
 impl Store for EmbeddedStore {
+    /// Runs on the store's query runtime within `store.embedded.query`'s limits; cancelled when the
+    /// caller drops it.
     async fn query(&self, sql: &str) -> Result<QueryResult, StoreError> {
         let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let df = self
@@ -209,8 +255,29 @@ impl Store for EmbeddedStore {
             .await
             .map_err(|e| StoreError::InvalidQuery(e.to_string()))?;
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(|e| StoreError::Execution(e.to_string()))?;
-        Ok(QueryResult { schema, batches, warnings: Vec::new() })
+        let max_rows = self.limits.max_result_rows;
+        // One row more than allowed tells a full answer from a cut one, without computing the rest.
+        let df = df.limit(0, Some(max_rows.saturating_add(1))).map_err(|e| StoreError::Execution(e.to_string()))?;
+        let memory = self.limits.max_memory;
+        let run = async move {
+            let failed = |e: DataFusionError| match e.find_root() {
+                DataFusionError::ResourcesExhausted(e) => StoreError::QueryLimit(format!(
+                    "the query needs more memory than store.embedded.query.max_memory ({memory}): {e}"
+                )),
+                _ => StoreError::Execution(e.to_string()),
+            };
+            let task = Arc::new(df.task_ctx());
+            let plan = cooperative(df.create_physical_plan().await.map_err(failed)?).map_err(failed)?;
+            datafusion::physical_plan::collect(plan, task).await.map_err(failed)
+        };
+        let batches = self.queries.run(self.limits.timeout, "store.embedded.query.timeout", run).await?;
+        let result = QueryResult { schema, batches, warnings: Vec::new() };
+        if result.num_rows() > max_rows {
+            return Err(StoreError::QueryLimit(format!(
+                "the answer has more than store.embedded.query.max_result_rows ({max_rows}) rows; narrow the query or add LIMIT"
+            )));
+        }
+        Ok(result)
     }
 
     async fn enforce_retention(&self, now_ns: i64) -> Result<usize, StoreError> {

@@ -287,3 +287,55 @@ async fn a_store_written_before_rollups_existed_still_answers_read_only() {
     let e = store.query("SELECT * FROM rollups").await.unwrap_err();
     assert!(e.to_string().contains("rollups"), "{e}");
 }
+
+/// A runaway query is cut by each bound with an error naming it, on its own runtime: writes go on
+/// while it runs, and a query whose caller went away stops.
+#[tokio::test]
+async fn queries_are_bounded_by_rows_memory_and_time_and_writes_go_on_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig {
+        query: QueryLimits {
+            timeout: Duration::from_secs(2),
+            max_memory: bytesize::ByteSize::mib(8),
+            max_result_rows: 100,
+        },
+        ..EmbeddedConfig::default()
+    };
+    let store = Arc::new(EmbeddedStore::open(dir.path(), &config).await.unwrap());
+    let points: Vec<Point> =
+        (0..1000).map(|i| point("db", &format!("h{i}"), i, vec![("f", FieldValue::Float(1.0))])).collect();
+    store.write_points(&points, 1).await.unwrap();
+
+    let e = store.query("SELECT * FROM points").await.unwrap_err();
+    assert!(e.to_string().contains("store.embedded.query.max_result_rows (100)"), "{e}");
+    assert_eq!(e.http_status(), 422);
+    assert_eq!(store.query("SELECT * FROM points LIMIT 100").await.unwrap().num_rows(), 100);
+
+    let e = store
+        .query("SELECT a.series_key, count(*) FROM points a, points b, points c GROUP BY a.series_key ORDER BY 2")
+        .await;
+    let e = e.unwrap_err().to_string();
+    assert!(e.contains("store.embedded.query.max_memory") || e.contains("store.embedded.query.timeout"), "{e}");
+
+    // A cross join of a billion rows runs until the timeout; a write made meanwhile is committed
+    // before it ends.
+    let cross = "SELECT count(*) FROM points a, points b, points c WHERE a.value + b.value + c.value > 10";
+    let running = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move { store.query(cross).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    store.write_points(&points[..1], 2).await.unwrap();
+    assert!(!running.is_finished(), "the query was still running when the write was done");
+    let e = running.await.unwrap().unwrap_err().to_string();
+    assert!(e.contains("longer than store.embedded.query.timeout (2s)"), "{e}");
+
+    // A caller that goes away cancels its query: the runtime is free for the next one at once.
+    let abandoned = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move { store.query(cross).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    abandoned.abort();
+    assert_eq!(store.query("SELECT count(*) FROM points").await.unwrap().num_rows(), 1);
+}

@@ -28,6 +28,12 @@ pub struct AlertSinkConfig {
     /// Timeout of one push.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Largest push body: more points are pushed in several parts. At most the evaluator's
+    /// `alert.max_push_bytes`, which answers 413 past it (a fatal error of the sink, reported).
+    pub max_push_bytes: ByteSize,
+    /// Bearer token sent with every request to the evaluators (one of their `auth.tokens`); empty:
+    /// none.
+    pub token: String,
     /// First retry delay after a failed push; doubles up to `retry_max`.
     #[serde(with = "humantime_serde")]
     pub retry_initial: Duration,
@@ -43,6 +49,8 @@ impl Default for AlertSinkConfig {
             distribution: DistributionConfig { strategy: Strategy::Measurement, ..DistributionConfig::default() },
             read_bytes: ByteSize::mib(1),
             timeout: Duration::from_secs(10),
+            max_push_bytes: ByteSize::mib(8),
+            token: String::new(),
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
         }

@@ -94,6 +94,7 @@ impl AlertSink {
                     positions: Arc::clone(&positions),
                     metrics: Arc::clone(&self.metrics),
                     labels: ReplicaLabels { replica: dest.name() },
+                    max_push_bytes: c.max_push_bytes.as_u64() as usize,
                 });
                 let name = format!("alert {}", dest.name());
                 let make = move || ReplicaDelivery {
@@ -144,6 +145,8 @@ struct Replica {
     positions: Arc<Mutex<Vec<u64>>>,
     metrics: Arc<Metrics>,
     labels: ReplicaLabels,
+    /// `sinks.alert.max_push_bytes`.
+    max_push_bytes: usize,
 }
 
 /// One replica's delivery: the points routed to its evaluator, pushed to the instance that holds the
@@ -190,24 +193,32 @@ impl Delivery for ReplicaDelivery {
     async fn flush(&mut self, end: u64) -> Result<Flushed, SinkError> {
         let r = Arc::clone(&self.replica);
         if !self.points.is_empty() {
-            let batch = Batch::new(std::mem::take(&mut self.points));
-            let pushed = r.dest.push(&batch, self.progress.instance.as_deref()).await;
-            let (ack, accepted) = match pushed {
-                Ok(answer) => answer,
-                Err(e) => {
-                    self.points = batch.points;
-                    r.metrics.alert_errors.get_or_create(&r.labels).inc();
-                    return Err(SinkError::retryable(format!("push to evaluator failed: {e}")));
+            // Pushed in parts that fit the evaluator's body limit; a part delivered is not pushed again
+            // when a later one fails and is retried.
+            let limit = r.max_push_bytes;
+            let mut parts = Batch::encode_within(std::mem::take(&mut self.points), limit)
+                .map_err(|e| SinkError::fatal(format!("{e} (sinks.alert.max_push_bytes)")))?
+                .into_iter();
+            while let Some((batch, encoded)) = parts.next() {
+                let pushed = r.dest.push(&batch, &encoded, self.progress.instance.as_deref()).await;
+                let (ack, accepted) = match pushed {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        self.points = batch.points;
+                        self.points.extend(parts.flat_map(|(b, _)| b.points));
+                        r.metrics.alert_errors.get_or_create(&r.labels).inc();
+                        return Err(e);
+                    }
+                };
+                self.horizon_ns = ack.horizon_ns();
+                // A refused push means another instance answered: adopting it replays its history.
+                if self.adopt(&ack) || !accepted {
+                    self.taken.clear();
+                    self.checkpoints.clear();
+                    return Ok(Flushed::Rewind(self.progress.delivered));
                 }
-            };
-            self.horizon_ns = ack.horizon_ns();
-            // A refused push means another instance answered: adopting it replays its history.
-            if self.adopt(&ack) || !accepted {
-                self.taken.clear();
-                self.checkpoints.clear();
-                return Ok(Flushed::Rewind(self.progress.delivered));
+                r.metrics.alert_points.get_or_create(&r.labels).inc_by(batch.points.len() as u64);
             }
-            r.metrics.alert_points.get_or_create(&r.labels).inc_by(batch.points.len() as u64);
         }
         let last_time = self.taken.last().map_or(0, |&(t, _)| t);
         for (t, position) in self.taken.drain(..) {

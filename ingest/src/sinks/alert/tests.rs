@@ -10,6 +10,7 @@ use yaffle_core::{Batch, FieldValue, Point, SeriesKey};
 
 use super::*;
 use crate::metrics::Metrics;
+use yaffle_log::sink::SinkError;
 use yaffle_log::{CursorName, Log, LogConfig};
 
 /// Records what it receives; can be down, and can restart (new instance, empty state).
@@ -18,7 +19,11 @@ struct Recorder {
     name: String,
     instance: Mutex<String>,
     received: Mutex<Vec<(String, i64)>>,
+    /// Sizes of the bodies pushed.
+    bodies: Mutex<Vec<usize>>,
     down: AtomicBool,
+    /// Answers like an evaluator whose body limit is this (a 413, fatal).
+    body_limit: Mutex<usize>,
 }
 
 impl Recorder {
@@ -27,7 +32,9 @@ impl Recorder {
             name: name.into(),
             instance: Mutex::new("one".into()),
             received: Mutex::new(Vec::new()),
+            bodies: Mutex::new(Vec::new()),
             down: AtomicBool::new(false),
+            body_limit: Mutex::new(usize::MAX),
         })
     }
 
@@ -55,10 +62,14 @@ impl Destination for Recorder {
         if self.down.load(Ordering::SeqCst) { Err("down".into()) } else { Ok(self.ack()) }
     }
 
-    async fn push(&self, batch: &Batch, expected: Option<&str>) -> Result<(Ack, bool), String> {
+    async fn push(&self, batch: &Batch, encoded: &[u8], expected: Option<&str>) -> Result<(Ack, bool), SinkError> {
         if self.down.load(Ordering::SeqCst) {
-            return Err("down".into());
+            return Err(SinkError::retryable("down"));
         }
+        if encoded.len() > *self.body_limit.lock().unwrap() {
+            return Err(SinkError::fatal("413 Payload Too Large"));
+        }
+        self.bodies.lock().unwrap().push(encoded.len());
         if expected.is_some_and(|e| e != *self.instance.lock().unwrap()) {
             return Ok((self.ack(), false));
         }
@@ -81,6 +92,16 @@ fn batch(measurements: &[&str], t: i64) -> Vec<u8> {
     .encode()
 }
 
+/// A log with the alert cursor on, in a directory of its own.
+fn open_log() -> (tempfile::TempDir, Arc<Log>, Arc<Metrics>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log_config = LogConfig::default();
+    log_config.cursors.alert.enabled = true;
+    let metrics = Arc::new(Metrics::default());
+    let log = Arc::new(Log::open(dir.path(), &log_config, Arc::clone(&metrics.log)).unwrap());
+    (dir, log, metrics)
+}
+
 async fn wait_until(what: &str, f: impl Fn() -> bool) {
     for _ in 0..250 {
         if f() {
@@ -93,11 +114,7 @@ async fn wait_until(what: &str, f: impl Fn() -> bool) {
 
 #[tokio::test]
 async fn routes_by_measurement_replicas_progress_alone_and_restarts_replay() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut log_config = LogConfig::default();
-    log_config.cursors.alert.enabled = true;
-    let metrics = Arc::new(Metrics::default());
-    let log = Arc::new(Log::open(dir.path(), &log_config, Arc::clone(&metrics.log)).unwrap());
+    let (dir, log, metrics) = open_log();
     let measurements = ["cpu", "mem", "disk", "net", "swap", "load"];
     for t in 0..10 {
         log.append(batch(&measurements, t)).await.unwrap();
@@ -158,5 +175,45 @@ async fn routes_by_measurement_replicas_progress_alone_and_restarts_replay() {
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     for replica in ["a1", "a2", "b1"] {
         assert!(text.contains(&format!("yaffle_sink_skipped_records_total{{sink=\"alert {replica}\"}} ")), "{text}");
+    }
+}
+
+/// One write larger than the evaluator takes in one body reaches it whole, in parts under
+/// `max_push_bytes`; an evaluator refusing a push for good (a 4xx) is a reported failure, not an
+/// endless retry, and the sink recovers once it accepts again.
+#[tokio::test]
+async fn large_writes_are_pushed_in_parts_and_a_refused_push_is_a_reported_failure() {
+    let (dir, log, metrics) = open_log();
+    let many: Vec<String> = (0..500).map(|i| format!("m{i}")).collect();
+    let names: Vec<&str> = many.iter().map(String::as_str).collect();
+    let record = batch(&names, 1);
+    log.append(record.clone()).await.unwrap();
+    let a = Recorder::new("a");
+    let config = AlertSinkConfig {
+        max_push_bytes: bytesize::ByteSize::b(record.len() as u64 / 4),
+        retry_initial: Duration::from_millis(10),
+        retry_max: Duration::from_millis(20),
+        ..AlertSinkConfig::default()
+    };
+    let (stop, stopped) = watch::channel(false);
+    let sink = AlertSink::new(Arc::clone(&log), config, metrics, dir.path().join("alert"), vec![vec![a.clone()]]);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let supervisor = yaffle_log::sink::Supervisor::new(&mut registry);
+    let tasks = sink.spawn(&supervisor, stopped).unwrap();
+    wait_until("every point arrived", || a.received().len() == 500).await;
+    let bodies = a.bodies.lock().unwrap().clone();
+    assert!(bodies.len() >= 4 && bodies.iter().all(|&b| b <= record.len() / 4), "{bodies:?}");
+
+    *a.body_limit.lock().unwrap() = 10;
+    log.append(batch(&["late"], 2)).await.unwrap();
+    wait_until("the refusal is reported", || !supervisor.failures().is_empty()).await;
+    let failures = supervisor.failures();
+    assert!(failures[0].starts_with("alert a: 413"), "{failures:?}");
+    *a.body_limit.lock().unwrap() = usize::MAX;
+    wait_until("the sink recovered", || a.received().iter().any(|(m, _)| m == "late")).await;
+    wait_until("healthy again", || supervisor.failures().is_empty()).await;
+    stop.send(true).unwrap();
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
     }
 }

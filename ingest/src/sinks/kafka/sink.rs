@@ -38,7 +38,7 @@ struct Message {
 }
 
 impl KafkaSink {
-    /// A sink; call [`KafkaSink::run`] to start it.
+    /// A sink; call [`KafkaSink::spawn`] to start it.
     pub fn new(log: Arc<Log>, config: KafkaSinkConfig, metrics: Arc<Metrics>) -> Self {
         Self { log, config, metrics }
     }
@@ -227,7 +227,7 @@ impl KafkaDelivery {
     }
 }
 
-/// `points` of one partition as messages of at most `max` bytes, halving where a message is larger.
+/// Splits a partition's points into messages of at most `max` bytes.
 fn messages(
     partition: i32,
     points: Vec<Point>,
@@ -235,21 +235,13 @@ fn messages(
     max: usize,
     out: &mut Vec<Message>,
 ) -> Result<(), SinkError> {
-    let batch = Batch::new(points);
-    let payload = batch.encode();
-    if payload.len() <= max {
-        out.push(Message { partition, payload, timestamp_ms, points: batch.points.len() as u64 });
-        return Ok(());
-    }
-    let mut points = batch.points;
-    if points.len() == 1 {
-        return Err(SinkError::fatal(format!(
-            "one point of series {} encodes to {} bytes, over sinks.kafka.max_message_bytes ({max})",
-            points[0].series,
-            payload.len()
-        )));
-    }
-    let second = points.split_off(points.len() / 2);
-    messages(partition, points, timestamp_ms, max, out)?;
-    messages(partition, second, timestamp_ms, max, out)
+    let parts = Batch::encode_within(points, max)
+        .map_err(|e| SinkError::fatal(format!("{e} (sinks.kafka.max_message_bytes)")))?;
+    out.extend(parts.into_iter().map(|(batch, payload)| Message {
+        partition,
+        payload,
+        timestamp_ms,
+        points: batch.points.len() as u64,
+    }));
+    Ok(())
 }

@@ -162,7 +162,7 @@ async fn an_undecodable_record_is_skipped_and_counted_and_large_steps_are_split_
     log.append(batch(1, 2000)).await.unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
     let sinks = yaffle_log::sink::Supervisor::new(&mut registry);
-    let config = KafkaSinkConfig { max_message_bytes: bytesize::ByteSize::kib(16), ..sink_config(&brokers, &topic) };
+    let config = KafkaSinkConfig { max_message_bytes: bytesize::ByteSize::kib(4), ..sink_config(&brokers, &topic) };
     let (stop, stopped) = watch::channel(false);
     let task = KafkaSink::new(Arc::clone(&log), config, Arc::clone(&metrics)).spawn(&sinks, stopped);
     let end = log.end();
@@ -181,7 +181,7 @@ async fn an_undecodable_record_is_skipped_and_counted_and_large_steps_are_split_
     assert_eq!(points.len(), 4000, "every point of the good records arrived once");
     assert!(messages.len() > 2 * PARTITIONS as usize, "{} messages: the steps were split", messages.len());
     for (_, _, points) in &messages {
-        assert!(Batch::new(points.clone()).encode().len() <= 16 * 1024, "a message over the limit");
+        assert!(Batch::new(points.clone()).encode().len() <= 4 * 1024, "a message over the limit");
     }
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();

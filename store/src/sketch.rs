@@ -167,7 +167,7 @@ pub fn encode(sketch: &DDSketch) -> String {
 /// A sketch from the column. Its relative accuracy is the writer's; its bin limit the default (2 048).
 ///
 /// The text may come from anywhere (a SQL literal, a row written by another tool), so it is walked
-/// first with [`check_encoding`]: `sketches-ddsketch` trusts its input and overflows, or panics, on
+/// first with `check_encoding`: `sketches-ddsketch` trusts its input and overflows, or panics, on
 /// crafted keys and counts.
 pub fn decode(stored: &str) -> Result<DDSketch, String> {
     let bytes = BASE64_STANDARD.decode(stored).map_err(|e| format!("sketch is not base64: {e}"))?;

@@ -52,10 +52,16 @@ fn ack(s: yaffle_alert::Status) -> Ack {
 }
 
 /// The remote evaluators of `sinks.alert.evaluators`, by evaluator.
-pub(crate) fn remote(config: &Config) -> Vec<Vec<Arc<dyn Destination>>> {
-    let (timeout, token) = (config.sinks.alert.timeout, &config.sinks.alert.token);
-    let destination = |url: &String| Arc::new(HttpDestination::new(url, timeout, token)) as Arc<dyn Destination>;
-    config.sinks.alert.evaluators.iter().map(|e| e.replicas.iter().map(destination).collect()).collect()
+pub(crate) fn remote(config: &Config) -> Result<Vec<Vec<Arc<dyn Destination>>>, String> {
+    let sink = &config.sinks.alert;
+    let ca = if sink.tls_ca.as_os_str().is_empty() {
+        Vec::new()
+    } else {
+        yaffle_alert::config::read_ca(&sink.tls_ca).map_err(|e| format!("sinks.alert.tls_ca: {e}"))?
+    };
+    let destination =
+        |url: &String| Arc::new(HttpDestination::new(url, sink.timeout, &sink.token, &ca)) as Arc<dyn Destination>;
+    Ok(sink.evaluators.iter().map(|e| e.replicas.iter().map(destination).collect()).collect())
 }
 
 /// Standalone's own evaluator, in-process (its API served on `alert.bind`, its metrics on the

@@ -107,7 +107,7 @@ pub(crate) async fn run(mut config: Config, role: Role) -> Result<(), String> {
         let destinations = if in_process_alerts {
             crate::alert::in_process(&config, &mut registry, stop.subscribe()).await?
         } else {
-            crate::alert::remote(&config)
+            crate::alert::remote(&config)?
         };
         let sink = AlertSink::new(
             Arc::clone(&log),

@@ -59,6 +59,9 @@ pub struct AlertConfig {
     pub external_labels: BTreeMap<String, String>,
     /// URL of this evaluator, for templates (`$externalURL`) and alerts' `generatorURL`.
     pub external_url: String,
+    /// CA certificates (PEM) that `https://` Alertmanagers and webhooks are verified against; empty:
+    /// https receivers cannot be verified and their sends fail (no built-in roots are trusted).
+    pub tls_ca: PathBuf,
 }
 
 impl Default for AlertConfig {
@@ -79,6 +82,7 @@ impl Default for AlertConfig {
             notify_queue: 10_000,
             external_labels: BTreeMap::new(),
             external_url: String::new(),
+            tls_ca: PathBuf::new(),
         }
     }
 }
@@ -92,6 +96,9 @@ impl AlertConfig {
         if self.max_series == 0 || self.notify_queue == 0 {
             return Err("alert.max_series and alert.notify_queue must be positive".into());
         }
+        if !self.tls_ca.as_os_str().is_empty() {
+            read_ca(&self.tls_ca).map_err(|e| format!("alert.tls_ca: {e}"))?;
+        }
         for r in self.alertmanagers.iter().chain(&self.webhooks) {
             if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
                 return Err(format!("alert receiver url {:?} must start with http:// or https://", r.url));
@@ -99,4 +106,14 @@ impl AlertConfig {
         }
         Ok(())
     }
+}
+
+/// The CA certificates of a PEM file, for an HTTP client to trust.
+pub fn read_ca(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", path.display()));
+    }
+    Ok(certs)
 }

@@ -85,7 +85,14 @@ impl Notifier {
     /// Starts one delivery task per receiver; they stop when `stop` turns true, after one last attempt
     /// to send what is queued.
     pub fn start(config: &AlertConfig, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) -> Self {
-        let client = reqwest::Client::builder().timeout(config.notify_timeout).build().expect("http client");
+        let mut client = reqwest::Client::builder().timeout(config.notify_timeout);
+        if !config.tls_ca.as_os_str().is_empty() {
+            // Checked by `AlertConfig::validate`.
+            for ca in crate::config::read_ca(&config.tls_ca).unwrap_or_default() {
+                client = client.add_root_certificate(ca);
+            }
+        }
+        let client = client.build().expect("http client");
         let receivers = config
             .alertmanagers
             .iter()

@@ -1,6 +1,7 @@
 //! Ingest configuration: HTTP listener, request limits and authentication.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -30,6 +31,27 @@ pub struct HttpConfig {
     /// At shutdown, how long requests in flight may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// HTTPS instead of HTTP.
+    pub tls: TlsConfig,
+}
+
+/// A listener's certificate: with both files set, it serves TLS (rustls; TLS 1.2 and 1.3), and picks
+/// the files up again when either changes (checked at most once a second, on new connections). A
+/// broken new pair is logged and the previous one kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM, leaf first. Empty: plain HTTP.
+    pub cert: PathBuf,
+    /// The private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+impl TlsConfig {
+    /// Whether TLS is on.
+    pub fn enabled(&self) -> bool {
+        !self.cert.as_os_str().is_empty() || !self.key.as_os_str().is_empty()
+    }
 }
 
 impl Default for HttpConfig {
@@ -42,6 +64,7 @@ impl Default for HttpConfig {
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
+            tls: TlsConfig::default(),
         }
     }
 }

@@ -10,6 +10,7 @@
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::durable;
 use crate::error::LogError;
@@ -20,14 +21,20 @@ const FORMAT_FILE: &str = "FORMAT";
 const LOCK_FILE: &str = "LOCK";
 
 /// Takes the directory's lock, held until the returned file is dropped (or the process dies: the
-/// kernel releases it, so a `kill -9` leaves no stale lock behind).
+/// kernel releases it, so a `kill -9` leaves no stale lock behind). A lock still held is tried again
+/// for a second: a child process forked by this one holds a copy of the descriptor until it runs its
+/// program, so a log just dropped can look locked for that long.
 pub(crate) fn lock(dir: &Path) -> Result<File, LogError> {
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(LogError::io(&path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(LogError::Locked { path }),
-        Err(TryLockError::Error(e)) => Err(LogError::io(&path)(e)),
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(TryLockError::WouldBlock) => return Err(LogError::Locked { path }),
+            Err(TryLockError::Error(e)) => return Err(LogError::io(&path)(e)),
+        }
     }
 }
 

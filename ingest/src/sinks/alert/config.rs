@@ -34,6 +34,9 @@ pub struct AlertSinkConfig {
     /// Bearer token sent with every request to the evaluators (one of their `auth.tokens`); empty:
     /// none.
     pub token: String,
+    /// CA certificates (PEM) that `https://` evaluators are verified against; empty: https evaluators
+    /// cannot be verified (no built-in roots are trusted).
+    pub tls_ca: std::path::PathBuf,
     /// First retry delay after a failed push; doubles up to `retry_max`.
     #[serde(with = "humantime_serde")]
     pub retry_initial: Duration,
@@ -51,6 +54,7 @@ impl Default for AlertSinkConfig {
             timeout: Duration::from_secs(10),
             max_push_bytes: ByteSize::mib(8),
             token: String::new(),
+            tls_ca: std::path::PathBuf::new(),
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
         }

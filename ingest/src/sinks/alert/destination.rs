@@ -48,8 +48,8 @@ pub struct HttpDestination {
 
 impl HttpDestination {
     /// A replica at `base` (e.g. `http://127.0.0.1:9096`), sent `token` as a bearer token unless it is
-    /// empty.
-    pub fn new(base: &str, timeout: Duration, token: &str) -> Self {
+    /// empty; `https://` replicas are verified against `ca`.
+    pub fn new(base: &str, timeout: Duration, token: &str, ca: &[reqwest::Certificate]) -> Self {
         let mut headers = reqwest::header::HeaderMap::new();
         if !token.is_empty()
             && let Ok(mut value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -57,7 +57,11 @@ impl HttpDestination {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let client = reqwest::Client::builder().timeout(timeout).default_headers(headers).build().expect("http client");
+        let mut client = reqwest::Client::builder().timeout(timeout).default_headers(headers);
+        for c in ca {
+            client = client.add_root_certificate(c.clone());
+        }
+        let client = client.build().expect("http client");
         Self { base: base.trim_end_matches('/').to_string(), client }
     }
 

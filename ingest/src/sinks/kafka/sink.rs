@@ -216,6 +216,14 @@ impl KafkaDelivery {
             }
         }
         self.pending = failed;
+        // An idempotent producer can fail for good (a broker that lost its producer state comes back,
+        // say): every later send on it fails. The sink is then restarted with a new producer; the
+        // messages not acknowledged are built again from the log.
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            return Err(SinkError::fatal(format!(
+                "the Kafka producer failed for good ({code:?}: {reason}); starting a new one"
+            )));
+        }
         match error {
             None => Ok(()),
             // The broker refuses the size for good: retrying the same message cannot help.

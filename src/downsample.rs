@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 use yaffle_downsample::Metrics;
 use yaffle_downsample::backfill::{self, Request, Target};
 use yaffle_downsample::kafka::run_worker;
+use yaffle_log::Log;
 
 use crate::config::Config;
 
@@ -68,9 +69,15 @@ pub(crate) struct BackfillArgs {
     /// How far outside the range (by ingest time) the log is read.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     slack: Duration,
+    /// Where the history is read: `kafka` (the topic of `downsample.kafka`), `log` (standalone's
+    /// durable log in `data_dir`, with the server stopped), or `auto`: Kafka when `sinks.kafka` is
+    /// enabled, else the log.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "kafka", "log"])]
+    source: String,
 }
 
-/// Replays a time range of the Kafka topic into the configured store, with a progress bar.
+/// Replays a time range of the Kafka topic, or of standalone's log, into the configured store, with a
+/// progress bar.
 pub(crate) async fn backfill(config: Config, args: BackfillArgs) -> Result<(), String> {
     let request = Request {
         from_ns: parse_time(&args.from).map_err(|e| format!("--from: {e}"))?,
@@ -84,11 +91,28 @@ pub(crate) async fn backfill(config: Config, args: BackfillArgs) -> Result<(), S
             .collect::<Result<_, _>>()?,
         slack: args.slack,
     };
-    let store = crate::open_store(&config).await?;
-    let handle = tokio::runtime::Handle::current();
-    let report = tokio::task::spawn_blocking(move || backfill::from_kafka(&config.downsample, store, request, &handle))
-        .await
-        .map_err(|e| format!("backfill panicked: {e}"))??;
+    let from_kafka = match args.source.as_str() {
+        "kafka" => true,
+        "log" => false,
+        _ => config.sinks.kafka.enabled,
+    };
+    let report = if from_kafka {
+        let store = crate::open_store(&config).await?;
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || backfill::from_kafka(&config.downsample, store, request, &handle))
+            .await
+            .map_err(|e| format!("backfill panicked: {e}"))??
+    } else {
+        // The log first: its lock says whether a server still runs on this data directory (whose
+        // store must not be opened for writing beside it).
+        let metrics = Arc::new(yaffle_log::LogMetrics::default());
+        let log = Log::open(&config.data_dir, &config.log, metrics)
+            .map_err(|e| format!("opening the log (stop yaffle standalone first): {e}"))?;
+        let store = crate::open_store(&config).await?;
+        let report = backfill::from_log(&config.downsample, store, request, &log).await;
+        log.shutdown();
+        report?
+    };
     eprintln!(
         "backfill done: {} records read, {} rollups and {} points written",
         report.records, report.rollups, report.points

@@ -1,5 +1,7 @@
 //! Backfill: replay a past time range of the log outside the consumer group, into rollups (e.g. for a
-//! resolution added to the config) or into raw points (to rebuild a store's lost range or shard).
+//! resolution added to the config) or into raw points (to rebuild a store's lost range or shard). The
+//! log is the Kafka topic ([`from_kafka`]) or, without Kafka, standalone's durable log itself
+//! ([`from_log`]); both feed the same [`Backfill`].
 //!
 //! - **Range.** Records are read from `from - slack` (by message time, i.e. ingest time) until every
 //!   partition's end as it was when the backfill started, or a record later than `to + slack`. The
@@ -21,6 +23,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 use yaffle_core::{Batch, Point};
+use yaffle_log::Log;
 use yaffle_store::Store;
 
 use crate::config::DownsampleConfig;
@@ -177,6 +180,42 @@ fn progress_bar(total: u64, unit: &str) -> ProgressBar {
         format!("{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}}) {{msg}}");
     bar.set_style(ProgressStyle::with_template(&template).expect("a valid template").progress_chars("=> "));
     bar
+}
+
+/// Runs a backfill over a durable log (standalone without Kafka, the server stopped: the log is
+/// locked by whoever has it open): its records from the position of `from - slack` by ingest time
+/// until its end, or a record later than `to + slack`, as one partition.
+pub async fn from_log(
+    config: &DownsampleConfig,
+    store: Arc<dyn Store>,
+    request: Request,
+    log: &Log,
+) -> Result<Report, String> {
+    let mut backfill = Backfill::start(config, store, request).await?;
+    let (from_ms, to_ms) = backfill.read_range_ms();
+    let start = log.position_at_time(from_ms.saturating_mul(1_000_000)).map_err(|e| e.to_string())?;
+    let end = log.end();
+    let bar = progress_bar(end.saturating_sub(start), "log bytes");
+    let mut reader = log.reader_at(start);
+    'read: loop {
+        let records = reader.next(1 << 20, Duration::ZERO).await.map_err(|e| format!("reading the log: {e}"))?;
+        if records.is_empty() {
+            break;
+        }
+        for r in records {
+            if r.position >= end || r.ingest_time / 1_000_000 > to_ms {
+                break 'read;
+            }
+            backfill
+                .add(0, &r.payload, r.ingest_time)
+                .await
+                .map_err(|e| format!("log position {}: {e}", r.position))?;
+            bar.set_position(r.next - start);
+        }
+    }
+    let report = backfill.finish().await?;
+    bar.finish_with_message(format!("{} rollups, {} points written", report.rollups, report.points));
+    Ok(report)
 }
 
 /// Runs a backfill over the Kafka topic. Blocking (the consumer polls on this thread); `handle` runs

@@ -537,3 +537,56 @@ fn backfill_cli_computes_a_new_resolution_and_rebuilds_wiped_raw_points_on_click
         assert_eq!(count(""), written, "every point once after the raw rebuild, run {run}");
     }
 }
+
+/// `yaffle backfill` without Kafka reads standalone's own durable log: a resolution added after the
+/// fact is computed over the history, exactly, and a second run changes nothing. While the server
+/// runs, the log is refused as in use (its store must not get a second writer).
+#[test]
+fn backfill_without_kafka_reads_the_standalone_log() {
+    const HOSTS: i64 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let yaffle = Yaffle::start(&data, &[]);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let t0 = (now - 120) / 10 * 10;
+    let mut body = String::new();
+    for i in 0..40 {
+        for h in 0..HOSTS {
+            body.push_str(&format!("bflog,host=h{h} v={} {}\n", i + h, (t0 + i) * S));
+        }
+    }
+    let (status, text) = yaffle.write("/write?db=bflog&precision=ns", &body);
+    assert_eq!(status, 204, "{text}");
+    assert_eq!(yaffle.wait_count("database = 'bflog'", 40 * HOSTS as u64, Duration::from_secs(20)), 40 * HOSTS as u64);
+    let backfill = || {
+        Command::new(BIN)
+            .args(["backfill", "--from", &t0.to_string(), "--to", &(t0 + 40).to_string(), "--resolution", "10s"])
+            .env("YAFFLE_DATA_DIR", &data)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let refused = backfill();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("in use"), "backfill beside a running server: {stderr}");
+    drop(yaffle);
+
+    let windows = || {
+        let out = Command::new(BIN)
+            .args(["query", "--format", "csv"])
+            .arg("SELECT count(*) AS windows, sum(count) AS points, sum(sum) AS total FROM rollups WHERE resolution_s = 10 AND measurement = 'bflog'")
+            .env("YAFFLE_DATA_DIR", &data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Four whole 10 s windows per host, every point in one; the sum is sum(i + h).
+    let total: i64 = (0..40).flat_map(|i| (0..HOSTS).map(move |h| i + h)).sum();
+    let want = format!("windows,points,total\n{},{},{total}.0\n", 4 * HOSTS, 40 * HOSTS);
+    for run in 0..2 {
+        let out = backfill();
+        assert!(out.status.success(), "backfill run {run}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(windows(), want, "after run {run}");
+    }
+}

@@ -160,7 +160,9 @@ fn error_response(dialect: Dialect, status: StatusCode, message: &str) -> Respon
         Dialect::V2 => serde_json::json!({ "code": v2_code(status), "message": message }),
     };
     let mut response = (status, axum::Json(body)).into_response();
-    let header_text: String = message.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { ' ' }).collect();
+    // Clients refuse long header lines (Python's at 64 KiB): the header carries the start, the body all.
+    let header_text: String =
+        message.chars().take(4096).map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { ' ' }).collect();
     if let Ok(v) = HeaderValue::from_str(&header_text) {
         response.headers_mut().insert("X-Influxdb-Error", v);
     }

@@ -167,7 +167,13 @@ async fn store_points(
     if errors.is_empty() {
         StatusCode::NO_CONTENT.into_response()
     } else {
-        let msg = format!("partial write: {} dropped={}", errors.join("\n"), errors.len());
+        // The first errors name what is wrong; thousands more would only make the answer huge.
+        const LISTED: usize = 100;
+        let mut listed = errors[..errors.len().min(LISTED)].join("\n");
+        if errors.len() > LISTED {
+            listed.push_str(&format!("\n(and {} more)", errors.len() - LISTED));
+        }
+        let msg = format!("partial write: {listed} dropped={}", errors.len());
         error_response(dialect, StatusCode::BAD_REQUEST, &msg)
     }
 }

@@ -317,9 +317,10 @@ async fn queries_are_bounded_by_rows_memory_and_time_and_writes_go_on_meanwhile(
     let e = e.unwrap_err().to_string();
     assert!(e.contains("store.embedded.query.max_memory") || e.contains("store.embedded.query.timeout"), "{e}");
 
-    // A cross join of a billion rows runs until the timeout; a write made meanwhile is committed
-    // before it ends.
-    let cross = "SELECT count(*) FROM points a, points b, points c WHERE a.value + b.value + c.value > 10";
+    // A cross join of 10^12 rows runs until the timeout (10^9 can finish in two seconds with the
+    // dependencies optimised); a write made meanwhile is committed before it ends.
+    let cross =
+        "SELECT count(*) FROM points a, points b, points c, points d WHERE a.value + b.value + c.value + d.value > 10";
     let running = tokio::spawn({
         let store = Arc::clone(&store);
         async move { store.query(cross).await }

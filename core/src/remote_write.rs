@@ -216,6 +216,11 @@ pub fn check_content_type(content_type: Option<&str>) -> Result<(), RemoteWriteE
     Ok(())
 }
 
+/// The size a snappy body says it decompresses to, for choosing where to decode it.
+pub fn decompressed_len(body: &[u8]) -> Option<usize> {
+    snap::raw::decompress_len(body).ok()
+}
+
 /// Decompresses and decodes a remote_write body into points of `database`.
 ///
 /// The protobuf is walked by hand, one series at a time, rather than decoded into a `WriteRequest`

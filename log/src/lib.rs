@@ -32,13 +32,15 @@
 //! - **Renames and creations are durable.** Cursor files are replaced atomically with the directory
 //!   fsynced after the rename ([`durable::write_atomically`]); a new segment's directory entry is fsynced
 //!   before it takes records, and a roll that failed there is retried by the next append.
-//! - **Independent cursors.** The store, kafka and alert cursors are persisted separately and advance at
+//! - **Independent cursors.** The store, kafka, alert and downsample cursors are persisted separately and advance at
 //!   their sinks' pace. A segment is deleted only when every enabled cursor has passed it.
 //! - **Disk budget per cursor.** A cursor further behind than its budget either blocks appends
 //!   ([`OverflowPolicy::Block`], ingest answers 503) or loses its own oldest segments
 //!   ([`OverflowPolicy::DropOldest`], counted in `yaffle_log_cursor_dropped_bytes` and logged).
 //! - **Seek by time.** Ingest times never decrease along the log, so [`Log::position_at_time`] finds the
 //!   first record appended at or after an instant; standalone downsampling replays from there.
+//! - **One process, one format.** The directory is locked while a log has it open (a second process
+//!   is refused) and carries its data format; a directory of another format is refused ([`dir`]).
 
 mod config;
 mod cursor;

@@ -304,7 +304,8 @@ async fn remote_write_inner(s: &AppState, q: RemoteWriteParams, headers: &Header
                     max_label_name_bytes: l.max_label_name_bytes,
                     max_label_value_bytes: l.max_label_value_bytes,
                 };
-                if body.len() > INLINE_PARSE_BYTES {
+                // By what it decompresses to: 3 MB of snappy can be 64 MiB of protobuf.
+                if remote_write::decompressed_len(&body).unwrap_or(0) > INLINE_PARSE_BYTES {
                     tokio::task::spawn_blocking(move || remote_write::decode(&body, &db, &limits))
                         .await
                         .expect("decode task panicked")

@@ -74,6 +74,7 @@ impl KafkaSink {
             by_partition: Vec::new(),
             timestamp_ms: 0,
             pending: Vec::new(),
+            failures: 0,
         };
         supervisor.spawn("kafka", log, CursorName::Kafka, driver, make, shutdown)
     }
@@ -129,7 +130,14 @@ struct KafkaDelivery {
     timestamp_ms: i64,
     /// Messages built and not yet acknowledged, kept for retries.
     pending: Vec<Message>,
+    /// Deliveries failed in a row.
+    failures: u32,
 }
+
+/// Deliveries failed in a row after which the producer is replaced: one that failed the same messages
+/// this often may be wedged (a broker that came back without the producer's state), and a new one
+/// resends them.
+const FAILURES_BEFORE_NEW_PRODUCER: u32 = 3;
 
 impl Delivery for KafkaDelivery {
     async fn start(&mut self) -> Result<u64, SinkError> {
@@ -171,7 +179,19 @@ impl Delivery for KafkaDelivery {
                 }
             }
         }
-        self.deliver().await?;
+        if self.failures >= FAILURES_BEFORE_NEW_PRODUCER {
+            let producer: FutureProducer = self.sink.client_config().create().map_err(SinkError::retryable)?;
+            tracing::warn!(failures = self.failures, "replacing the Kafka producer after failed deliveries");
+            // Dropping a producer waits for its queue: off the async workers.
+            let old = self.producer.replace(producer);
+            tokio::task::spawn_blocking(move || drop(old));
+            self.failures = 0;
+        }
+        if let Err(e) = self.deliver().await {
+            self.failures += 1;
+            return Err(e);
+        }
+        self.failures = 0;
         self.sink.log.commit(CursorName::Kafka, end)?;
         Ok(Flushed::Done)
     }

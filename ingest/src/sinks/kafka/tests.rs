@@ -222,8 +222,10 @@ async fn while_the_broker_is_down_the_cursor_waits_and_the_backlog_drains_after(
     tokio::time::sleep(Duration::from_secs(1)).await;
     broker.start();
     let end = log.end();
-    wait_until("the second backlog drained", Duration::from_secs(60), || log.cursor_position(CursorName::Kafka) == end)
-        .await;
+    wait_until("the second backlog drained", Duration::from_secs(120), || {
+        log.cursor_position(CursorName::Kafka) == end
+    })
+    .await;
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
 

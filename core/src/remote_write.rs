@@ -27,6 +27,7 @@ use bytes::{Buf, Bytes};
 use prost::Message;
 use prost::encoding::{self, DecodeContext, WireType};
 
+use crate::error::ErrorStatus;
 use crate::point::{FieldValue, PROMETHEUS_VALUE_FIELD, Point};
 use crate::series::SeriesKey;
 
@@ -182,15 +183,19 @@ pub enum RemoteWriteError {
     UnsupportedMessage(String),
 }
 
-impl RemoteWriteError {
-    /// The HTTP status a receiver answers with: 413 for size limits, 415 for an unsupported message
-    /// type, 400 for everything else.
-    pub fn http_status(&self) -> u16 {
+impl ErrorStatus for RemoteWriteError {
+    /// 413 for size limits, 415 for an unsupported message type, 400 for everything else.
+    fn http_status(&self) -> u16 {
         match self {
             Self::TooLarge { .. } | Self::TooManyPoints { .. } | Self::TooManySeries { .. } => 413,
             Self::UnsupportedMessage(_) => 415,
             _ => 400,
         }
+    }
+
+    /// The same body is refused again.
+    fn is_retryable(&self) -> bool {
+        false
     }
 }
 

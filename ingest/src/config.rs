@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
+use yaffle_core::line_protocol::SeriesLimits;
+use yaffle_core::remote_write;
 
 /// The HTTP API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +142,29 @@ impl Default for LimitsConfig {
             max_active_series: 1_000_000,
             max_active_series_per_database: 1_000_000,
             max_new_measurements_per_request: 10_000,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The series limits line protocol checks.
+    pub fn series_limits(&self) -> SeriesLimits {
+        SeriesLimits {
+            max_tags: self.max_labels_per_series,
+            max_name_bytes: self.max_label_name_bytes,
+            max_value_bytes: self.max_label_value_bytes,
+        }
+    }
+
+    /// The limits remote_write is decoded under.
+    pub fn remote_write_limits(&self) -> remote_write::Limits {
+        remote_write::Limits {
+            max_decompressed_bytes: self.max_decompressed_bytes.as_u64() as usize,
+            max_points: self.max_points_per_request,
+            max_series: self.max_series_per_request,
+            max_labels_per_series: self.max_labels_per_series,
+            max_label_name_bytes: self.max_label_name_bytes,
+            max_label_value_bytes: self.max_label_value_bytes,
         }
     }
 }

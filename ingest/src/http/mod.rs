@@ -32,6 +32,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
+use yaffle_core::ErrorStatus;
 use yaffle_store::Store;
 
 use crate::cardinality::SeriesLimiter;
@@ -170,6 +171,11 @@ fn error_response(dialect: Dialect, status: StatusCode, message: &str) -> Respon
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
+}
+
+/// The status an error is answered with.
+fn status_of(e: &impl ErrorStatus) -> StatusCode {
+    StatusCode::from_u16(e.http_status()).expect("a valid status")
 }
 
 fn v2_code(status: StatusCode) -> &'static str {

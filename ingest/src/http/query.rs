@@ -1,7 +1,6 @@
 //! Read endpoints: InfluxQL's `CREATE DATABASE` (what agents send at start-up) and SQL.
 
 use std::collections::HashMap;
-use yaffle_core::ErrorStatus;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -10,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::instrument;
 use yaffle_store::OutputFormat;
 
-use super::{AppState, Dialect, auth, count, error_response};
+use super::{AppState, Dialect, auth, count, error_response, status_of};
 
 /// Query-string and form parameters, merged (the form wins).
 fn params(query: HashMap<String, String>, headers: &HeaderMap, body: &Bytes) -> HashMap<String, String> {
@@ -134,8 +133,6 @@ async fn sql_inner(
                 Err(e) => error_response(Dialect::V1, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }
         }
-        Err(e) => {
-            error_response(Dialect::V1, StatusCode::from_u16(e.http_status()).expect("valid status"), &e.to_string())
-        }
+        Err(e) => error_response(Dialect::V1, status_of(&e), &e.to_string()),
     }
 }

@@ -152,10 +152,14 @@ mod tests {
 
     use super::*;
 
+    /// Serves `/` answering `ok` under `config`.
     async fn start(config: HttpConfig) -> std::net::SocketAddr {
+        start_router(config, Router::new().route("/", axum::routing::get(|| async { "ok" }))).await
+    }
+
+    async fn start_router(config: HttpConfig, router: Router) -> std::net::SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
         tokio::spawn(async move { serve_router(listener, router, &config, std::future::pending()).await });
         addr
     }
@@ -205,6 +209,15 @@ mod tests {
         (ca.pem(), cert.unwrap().pem(), key.serialize_pem())
     }
 
+    /// A certificate issued by a new CA, written to `dir`: the CA's PEM and the listener's files.
+    fn certificate_in(dir: &std::path::Path) -> (String, TlsConfig) {
+        let tls = TlsConfig { cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+        let (ca, chain, private) = issue();
+        std::fs::write(&tls.cert, chain).unwrap();
+        std::fs::write(&tls.key, private).unwrap();
+        (ca, tls)
+    }
+
     async fn get(addr: std::net::SocketAddr, ca: &str) -> Result<String, reqwest::Error> {
         let client = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
@@ -218,11 +231,8 @@ mod tests {
     #[tokio::test]
     async fn tls_is_served_verified_and_a_new_certificate_is_picked_up() {
         let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        let (ca, chain, private) = issue();
-        std::fs::write(&cert, chain).unwrap();
-        std::fs::write(&key, private).unwrap();
-        let tls = TlsConfig { cert: cert.clone(), key: key.clone() };
+        let (ca, tls) = certificate_in(dir.path());
+        let (cert, key) = (tls.cert.clone(), tls.key.clone());
         let addr = start(HttpConfig { tls, ..HttpConfig::default() }).await;
         assert_eq!(get(addr, &ca).await.unwrap(), "ok");
         let (other_ca, other_chain, other_key) = issue();
@@ -254,16 +264,10 @@ mod tests {
     async fn the_alert_sink_verifies_an_https_evaluator_against_its_ca() {
         use crate::sinks::alert::{Destination, HttpDestination};
         let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        let (ca, chain, private) = issue();
-        std::fs::write(&cert, chain).unwrap();
-        std::fs::write(&key, private).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (ca, tls) = certificate_in(dir.path());
         let status = || async { axum::Json(serde_json::json!({ "instance": "i", "horizon_seconds": 60.0 })) };
         let router = Router::new().route("/api/v1/status", axum::routing::get(status));
-        let config = HttpConfig { tls: TlsConfig { cert, key }, ..HttpConfig::default() };
-        tokio::spawn(async move { serve_router(listener, router, &config, std::future::pending()).await });
+        let addr = start_router(HttpConfig { tls, ..HttpConfig::default() }, router).await;
         let ca = reqwest::Certificate::from_pem(ca.as_bytes()).unwrap();
         let trusted = HttpDestination::new(&format!("https://{addr}"), Duration::from_secs(5), "", &[ca]);
         assert_eq!(trusted.status().await.unwrap().instance, "i");

@@ -109,6 +109,15 @@ fn urlencode(s: &str) -> String {
 }
 
 /// Waits until the store has `n` rows for `q` (a SELECT of one count column named n).
+/// Posts `body` to `uri`, expects InfluxDB's partial-write 400, and returns its message and the reply.
+async fn partial_write(h: &Harness, uri: &str, body: impl Into<Body>) -> (String, Reply) {
+    let r = send(h, post(uri, body)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let error = r.json()["error"].as_str().unwrap().to_string();
+    assert!(error.starts_with("partial write: "), "{error}");
+    (error, r)
+}
+
 async fn wait_rows(h: &Harness, where_clause: &str, n: u64) {
     let q = format!("SELECT count(*) AS n FROM points WHERE {where_clause}");
     for _ in 0..250 {
@@ -143,9 +152,7 @@ async fn v1_write_is_acknowledged_and_queryable() {
 async fn partial_writes_keep_good_lines_and_report_bad_ones_like_influxdb() {
     let h = harness().await;
     let body = "m v=1 1\nm,bad v=1 2\nm v=3 3\nm v= 4\n";
-    let r = send(&h, post("/write?db=db", body)).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let error = r.json()["error"].as_str().unwrap().to_string();
+    let (error, r) = partial_write(&h, "/write?db=db", body).await;
     assert!(
         error.starts_with("partial write: unable to parse 'm,bad v=1 2' (line 2, column 6): missing tag value"),
         "{error}"
@@ -226,18 +233,8 @@ async fn limits_are_enforced_and_named() {
     wait_rows(&h, "database = 'lim'", 1).await;
 
     // Series limits are per line: the good line is kept, the others are named.
-    let r = send(
-        &h,
-        post(
-            "/write?db=series",
-            "m,a=1 v=1 1
-m,a=1,b=2 v=1 2
-m,a=0123456789abc v=1 3",
-        ),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let error = r.json()["error"].as_str().unwrap().to_string();
+    let body = "m,a=1 v=1 1\nm,a=1,b=2 v=1 2\nm,a=0123456789abc v=1 3";
+    let (error, _) = partial_write(&h, "/write?db=series", body).await;
     assert!(error.contains("(line 2): more than limits.max_labels_per_series (1) tags"), "{error}");
     assert!(error.contains("tag value of 13 bytes is longer than limits.max_label_value_bytes (12 bytes)"), "{error}");
     assert!(error.ends_with("dropped=2"), "{error}");
@@ -487,9 +484,7 @@ async fn points_too_far_ahead_are_refused_each_and_the_rest_kept() {
     let h = harness().await;
     let body =
         format!("m v=1 {}\nm v=2 1000000000\nm v=3 {}", i64::MAX, yaffle_log::now_ns() + 3 * 86_400 * 1_000_000_000);
-    let r = send(&h, post("/write?db=future", body)).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let error = r.json()["error"].as_str().unwrap().to_string();
+    let (error, _) = partial_write(&h, "/write?db=future", body).await;
     assert!(
         error.contains("future/m at 9223372036854775807 ns is more than limits.max_future (2days) ahead"),
         "{error}"
@@ -506,9 +501,7 @@ async fn points_on_too_many_days_are_refused_past_the_limit() {
     let h = harness_with(limits, AuthConfig::default()).await;
     let day = 86_400_000_000_000i64;
     let body: Vec<String> = (0..300).map(|d| format!("m v={d} {}", d * day)).collect();
-    let r = send(&h, post("/write?db=days", body.join("\n") + "\nm v=9 1")).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let error = r.json()["error"].as_str().unwrap().to_string();
+    let (error, r) = partial_write(&h, "/write?db=days", body.join("\n") + "\nm v=9 1").await;
     assert!(error.contains("falls on a day past limits.max_days_per_request (3) in this request"), "{error}");
     // The first hundred errors are listed, the count is whole, and the header stays short.
     assert!(error.ends_with("\n(and 197 more) dropped=297"), "{error}");

@@ -9,10 +9,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tracing::instrument;
-use yaffle_core::line_protocol::{Line, Parser, Precision, SeriesCache, SeriesLimits};
-use yaffle_core::{Batch, ErrorStatus, Point, remote_write};
+use yaffle_core::line_protocol::{Line, Parser, Precision, SeriesCache};
+use yaffle_core::{Batch, Point, remote_write};
 
-use super::{AppState, Dialect, auth, count, error_response};
+use super::{AppState, Dialect, auth, count, error_response, status_of};
 use crate::config::LimitsConfig;
 use crate::metrics::{EndpointLabels, RejectLabels};
 use yaffle_log::{LogError, now_ns};
@@ -156,11 +156,7 @@ async fn store_points(
                 _ => "log",
             };
             s.metrics.rejected_points.get_or_create(&RejectLabels { endpoint, reason }).inc_by(n);
-            return error_response(
-                dialect,
-                StatusCode::from_u16(e.http_status()).expect("valid status"),
-                &e.to_string(),
-            );
+            return error_response(dialect, status_of(&e), &e.to_string());
         }
         s.metrics.points.get_or_create(&EndpointLabels { endpoint }).inc_by(n);
     }
@@ -242,14 +238,7 @@ fn parse(
 ) -> Result<(Vec<Point>, Vec<String>), String> {
     let mut parser = Parser::new(body, precision).with_max_line_bytes(limits.max_line_bytes.as_u64() as usize);
     let mut line = Line::default();
-    let mut series = SeriesCache::with_limits(
-        db,
-        SeriesLimits {
-            max_tags: limits.max_labels_per_series,
-            max_name_bytes: limits.max_label_name_bytes,
-            max_value_bytes: limits.max_label_value_bytes,
-        },
-    );
+    let mut series = SeriesCache::with_limits(db, limits.series_limits());
     let mut points = Vec::new();
     let mut errors = Vec::new();
     while let Some(r) = parser.next_into(&mut line) {
@@ -293,36 +282,28 @@ async fn remote_write_inner(s: &AppState, q: RemoteWriteParams, headers: &Header
     }
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let decoded = match remote_write::check_content_type(content_type) {
-        Ok(()) => match read_body(s, ENDPOINT, headers, body).await {
-            Ok(body) => {
-                let l = &s.limits;
-                let limits = remote_write::Limits {
-                    max_decompressed_bytes: l.max_decompressed_bytes.as_u64() as usize,
-                    max_points: l.max_points_per_request,
-                    max_series: l.max_series_per_request,
-                    max_labels_per_series: l.max_labels_per_series,
-                    max_label_name_bytes: l.max_label_name_bytes,
-                    max_label_value_bytes: l.max_label_value_bytes,
-                };
-                // By what it decompresses to: 3 MB of snappy can be 64 MiB of protobuf.
-                if remote_write::decompressed_len(&body).unwrap_or(0) > INLINE_PARSE_BYTES {
-                    tokio::task::spawn_blocking(move || remote_write::decode(&body, &db, &limits))
-                        .await
-                        .expect("decode task panicked")
-                } else {
-                    remote_write::decode(&body, &db, &limits)
-                }
+        Ok(()) => {
+            let body = match read_body(s, ENDPOINT, headers, body).await {
+                Ok(b) => b,
+                Err((status, msg)) => return error_response(Dialect::V1, status, &msg),
+            };
+            let limits = s.limits.remote_write_limits();
+            // By what it decompresses to: 3 MB of snappy can be 64 MiB of protobuf.
+            if remote_write::decompressed_len(&body).unwrap_or(0) > INLINE_PARSE_BYTES {
+                tokio::task::spawn_blocking(move || remote_write::decode(&body, &db, &limits))
+                    .await
+                    .expect("decode task panicked")
+            } else {
+                remote_write::decode(&body, &db, &limits)
             }
-            Err((status, msg)) => return error_response(Dialect::V1, status, &msg),
-        },
+        }
         Err(e) => Err(e),
     };
     match decoded {
         Ok(points) => store_points(s, Dialect::V1, ENDPOINT, points, Vec::new()).await,
         Err(e) => {
             s.metrics.rejected_points.get_or_create(&RejectLabels { endpoint: ENDPOINT, reason: "decode" }).inc();
-            let status = StatusCode::from_u16(e.http_status()).expect("valid status");
-            error_response(Dialect::V1, status, &format!("remote_write: {e}"))
+            error_response(Dialect::V1, status_of(&e), &format!("remote_write: {e}"))
         }
     }
 }

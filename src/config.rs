@@ -16,6 +16,7 @@ use yaffle_ingest::sinks::clickhouse::ClickHouseSinkConfig;
 use yaffle_ingest::sinks::kafka::KafkaSinkConfig;
 use yaffle_ingest::sinks::store::StoreSinkConfig;
 use yaffle_log::LogConfig;
+use yaffle_query::QueryConfig;
 use yaffle_store::clickhouse::ClickHouseConfig;
 use yaffle_store::embedded::EmbeddedConfig;
 
@@ -44,6 +45,8 @@ pub(crate) struct Config {
     pub(crate) alert: AlertConfig,
     /// Downsampling: `yaffle downsample` workers, backfill, and standalone's in-process rollups.
     pub(crate) downsample: DownsampleConfig,
+    /// The Prometheus query API.
+    pub(crate) query: QueryConfig,
 }
 
 impl Default for Config {
@@ -58,6 +61,7 @@ impl Default for Config {
             sinks: SinksConfig::default(),
             alert: AlertConfig::default(),
             downsample: DownsampleConfig::default(),
+            query: QueryConfig::default(),
         }
     }
 }
@@ -141,6 +145,7 @@ impl Config {
         self.sinks.clickhouse.validate()?;
         self.sinks.kafka.validate()?;
         self.alert.validate()?;
+        self.query.validate()?;
         self.downsample.validate()?;
         self.sinks.alert.validate()?;
         if self.store.backend == StoreBackend::ClickHouse {

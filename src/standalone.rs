@@ -134,6 +134,13 @@ pub(crate) async fn run(mut config: Config, role: Role) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on http.bind {}: {e}", config.http.bind))?;
     let name = if standalone { "yaffle standalone ready" } else { "yaffle ingest ready" };
     tracing::info!(bind = %config.http.bind, data_dir = %data_dir.display(), "{name}");
+    let reads = yaffle_query::QueryState::new(
+        store.clone(),
+        config.query.clone(),
+        config.http.remote_write_database.clone(),
+        Arc::new(config.auth.clone()),
+        &mut registry,
+    );
     let state = AppState {
         log: Arc::clone(&log),
         field_types,
@@ -146,7 +153,10 @@ pub(crate) async fn run(mut config: Config, role: Role) -> Result<(), String> {
         sinks,
         series: Arc::new(SeriesLimiter::from_limits(&config.limits)),
     };
-    http::serve(listener, state, shutdown_signal()).await.map_err(|e| format!("http server: {e}"))?;
+    let app = http::app(state).merge(yaffle_query::router(reads));
+    http::serve_router(listener, app, &config.http, shutdown_signal())
+        .await
+        .map_err(|e| format!("http server: {e}"))?;
     tracing::info!("stopping");
     let _ = stop.send(true);
     for task in tasks {

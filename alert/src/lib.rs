@@ -39,7 +39,11 @@ pub mod alerting;
 pub mod config;
 pub mod evaluator;
 pub mod expr;
-pub mod labels;
+pub use yaffle_promql as promql;
+/// Label sets (the PromQL engine's).
+pub mod labels {
+    pub use yaffle_promql::{Labels, METRIC_NAME};
+}
 pub mod metrics;
 pub mod notifier;
 pub mod rules;

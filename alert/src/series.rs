@@ -15,13 +15,7 @@ use yaffle_core::point::{FieldValue, metric_name};
 
 use crate::labels::{Labels, METRIC_NAME};
 
-/// Prometheus' staleness marker: a NaN with this bit pattern ends a series at its timestamp.
-pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
-
-/// Whether a value is Prometheus' staleness marker.
-pub fn is_stale(v: f64) -> bool {
-    v.to_bits() == STALE_NAN_BITS
-}
+pub use yaffle_promql::{STALE_NAN_BITS, is_stale};
 
 /// One stream series and its retained samples, oldest first.
 #[derive(Debug)]

@@ -24,6 +24,7 @@ mod error;
 mod query;
 pub mod rollups;
 pub mod schema;
+mod select;
 pub mod sketch;
 
 use std::collections::BTreeMap;
@@ -36,6 +37,7 @@ use yaffle_core::Point;
 pub use error::StoreError;
 pub use query::{OutputFormat, QueryLimits, QueryResult};
 pub use rollups::RollupRow;
+pub use select::{Selected, SelectedSeries, SeriesSelect, name_candidates};
 
 /// A place points are kept and queried: the read side every backend offers.
 #[async_trait::async_trait]
@@ -57,6 +59,9 @@ pub trait Store: Send + Sync + Debug {
     /// Appends raw points that come from a rebuild rather than the durable log, keeping those placed on
     /// `shards` (all when empty); returns how many points it wrote.
     async fn append_points(&self, points: &[Point], shards: &[usize]) -> Result<u64, StoreError>;
+
+    /// Reads raw samples by series (what PromQL selectors load), selection and time pushed down.
+    async fn select_series(&self, select: &SeriesSelect) -> Result<Selected, StoreError>;
 }
 
 /// A store that records the durable-log position atomically with the points, so one writer can

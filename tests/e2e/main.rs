@@ -12,6 +12,7 @@ mod downsampling;
 mod durability;
 #[path = "../peers/kafka.rs"]
 mod kafka;
+mod promql;
 mod standalone;
 mod support;
 #[path = "../peers/webhook.rs"]

@@ -36,6 +36,7 @@ mod config;
 pub mod ddl;
 mod json;
 mod rows;
+mod select;
 #[cfg(any(test, feature = "test-cluster"))]
 pub mod testing;
 #[cfg(test)]
@@ -489,6 +490,10 @@ impl Store for ClickHouseStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         }
         Ok(written)
+    }
+
+    async fn select_series(&self, select: &crate::SeriesSelect) -> Result<crate::Selected, StoreError> {
+        self.select(select).await
     }
 
     async fn query(&self, sql: &str) -> Result<QueryResult, StoreError> {

@@ -93,6 +93,9 @@ impl Store for Flaky {
     async fn append_points(&self, points: &[Point], shards: &[usize]) -> Result<u64, StoreError> {
         self.inner.append_points(points, shards).await
     }
+    async fn select_series(&self, select: &yaffle_store::SeriesSelect) -> Result<yaffle_store::Selected, StoreError> {
+        self.inner.select_series(select).await
+    }
 }
 
 #[tokio::test]

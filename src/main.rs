@@ -74,7 +74,7 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum RulesCommand {
-    /// Checks rule files (syntax, the stream subset, templates); exit code 1 if any has a problem.
+    /// Checks rule files (syntax, what the stream evaluator refuses, templates); exit code 1 if any has a problem.
     Check {
         /// The files.
         #[arg(required = true)]

@@ -146,9 +146,9 @@ impl RuleState {
     fn step(&mut self, group: &Group, at: i64, ctx: &EvalContext<'_>) -> Result<(), String> {
         let rule = Arc::clone(&self.rule);
         let external = ctx.external;
-        let samples = match expr::evaluate(&rule.compiled.plan, ctx.store, at, ctx.lookback_ns)? {
+        let samples = match expr::evaluate(&rule.compiled, ctx.store, at, ctx.lookback_ns)? {
             Value::Vector(v) => v,
-            Value::Scalar(_) => return Err("expression yielded a scalar".into()),
+            _ => return Err("expression yielded no instant vector".into()),
         };
         let mut seen = HashMap::with_capacity(samples.len());
         for s in samples {

@@ -108,7 +108,7 @@ impl Evaluator {
     /// How much history rebuilds the whole state: a replay of the points of this long before the
     /// last one seen reproduces every alert, pending or firing, and every range a rule reads.
     pub fn horizon(&self) -> Duration {
-        let reads = Duration::from_nanos(self.lookback_ns.max(self.rules.max_range_ns()) as u64);
+        let reads = Duration::from_nanos(self.lookback_ns.saturating_add(self.rules.max_history_ns()) as u64);
         reads + self.rules.max_hold()
     }
 
@@ -172,7 +172,7 @@ impl Evaluator {
         if self.clock == i64::MIN {
             return i64::MIN;
         }
-        self.clock.saturating_sub(self.lookback_ns.max(self.rules.max_range_ns()))
+        self.clock.saturating_sub(self.lookback_ns.saturating_add(self.rules.max_history_ns()))
     }
 
     /// Evaluates the rules that read series which received points since the last evaluation (every

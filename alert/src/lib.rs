@@ -3,7 +3,7 @@
 //!
 //! Evaluators receive points straight from ingest (its `alert` log cursor, routed by the measurement
 //! hash so a rule aggregating across series sees all of them), keep in memory only the series and
-//! samples their rules can read, evaluate a PromQL subset ([`expr`]) and notify Alertmanager
+//! samples their rules can read, evaluate PromQL with the shared engine ([`expr`], [`yaffle_promql`]) and notify Alertmanager
 //! ([`notifier`]). The store and Kafka play no part, so alerting keeps working while they are down.
 //!
 //! # What "on the stream" means

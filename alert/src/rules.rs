@@ -1,4 +1,4 @@
-//! Prometheus rule files: loading, checking against the stream subset, compiling.
+//! Prometheus rule files: loading, checking what the stream evaluator refuses, compiling.
 //!
 //! The format is Prometheus' (`groups` with `name`, `interval`, `limit` and `rules`; alerting rules with
 //! `alert`, `expr`, `for`, `keep_firing_for`, `labels`, `annotations`). Unknown keys are errors, as
@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::expr::{self, Compiled, Kind, Selectors};
+use crate::expr::{self, Compiled, Selectors};
 use crate::template::Template;
+use yaffle_promql::Kind;
 
 /// A problem in a rule file, located as precisely as possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,14 +220,16 @@ impl RuleSet {
         }
         let compiled = expr::compile(&expr, &mut self.selectors).map_err(|e| format!("expr {expr:?}: {e}"))?;
         if compiled.kind != Kind::Vector {
-            return Err(format!("expr {expr:?}: an alerting rule needs an instant vector, not a scalar"));
+            return Err(format!(
+                "expr {expr:?}: an alerting rule needs an instant vector, not a {}",
+                compiled.kind.name()
+            ));
         }
         let for_ = optional_duration(r.for_.as_deref(), "for")?;
         let keep_firing_for = optional_duration(r.keep_firing_for.as_deref(), "keep_firing_for")?;
         let labels = templates(r.labels, "label")?;
         let annotations = templates(r.annotations, "annotation")?;
-        let mut selectors = Vec::new();
-        collect_selectors(&compiled.plan, &mut selectors);
+        let selectors = compiled.selectors.clone();
         let key = format!(
             "{group}\0{name}\0{expr}\0{for_:?}\0{keep_firing_for:?}\0{:?}\0{:?}",
             labels.iter().map(|(k, t)| (k, t.source())).collect::<Vec<_>>(),
@@ -240,36 +243,16 @@ impl RuleSet {
         self.groups.iter().map(|g| g.rules.len()).sum()
     }
 
-    /// Longest range any rule reads.
-    pub(crate) fn max_range_ns(&self) -> i64 {
-        self.groups.iter().flat_map(|g| &g.rules).map(|r| r.compiled.max_range_ns).max().unwrap_or(0)
+    /// Longest any rule reads back from its evaluation time, besides the lookback (ranges, offsets,
+    /// subqueries).
+    pub(crate) fn max_history_ns(&self) -> i64 {
+        self.groups.iter().flat_map(|g| &g.rules).map(|r| r.compiled.history_ns).max().unwrap_or(0)
     }
 
     /// Longest `for` plus `keep_firing_for` of any rule.
     pub(crate) fn max_hold(&self) -> Duration {
         self.groups.iter().flat_map(|g| &g.rules).map(|r| r.for_ + r.keep_firing_for).max().unwrap_or_default()
     }
-}
-
-fn collect_selectors(plan: &expr::Plan, out: &mut Vec<usize>) {
-    use expr::Plan::*;
-    match plan {
-        Number(_) | Time => {}
-        Instant(s) | AbsentOverTime { selector: s, .. } => out.push(*s),
-        Range { selector, param, .. } => {
-            out.push(*selector);
-            if let Some(p) = param {
-                collect_selectors(p, out);
-            }
-        }
-        Absent { arg, .. } | Vector(arg) | Neg(arg) | Aggregate { arg, .. } => collect_selectors(arg, out),
-        Binary { lhs, rhs, .. } => {
-            collect_selectors(lhs, out);
-            collect_selectors(rhs, out);
-        }
-    }
-    out.sort_unstable();
-    out.dedup();
 }
 
 fn templates(map: BTreeMap<String, String>, what: &str) -> Result<Vec<(String, Template)>, String> {

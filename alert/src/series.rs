@@ -21,7 +21,6 @@ pub use yaffle_promql::{STALE_NAN_BITS, is_stale};
 #[derive(Debug)]
 pub(crate) struct Series {
     pub(crate) labels: Labels,
-    pub(crate) labels_no_name: Labels,
     pub(crate) samples: VecDeque<(i64, f64)>,
 }
 
@@ -31,18 +30,12 @@ impl Series {
         let start = self.samples.partition_point(|&(t, _)| t < from);
         self.samples.range(start..).take_while(move |&&(t, _)| t <= to).copied()
     }
-
-    /// The latest sample at or before `at`.
-    pub(crate) fn latest(&self, at: i64) -> Option<(i64, f64)> {
-        let end = self.samples.partition_point(|&(t, _)| t <= at);
-        end.checked_sub(1).map(|i| self.samples[i])
-    }
 }
 
 /// A compiled selector: its matchers and the series it matches.
 #[derive(Debug)]
 pub(crate) struct SelectorEntry {
-    matchers: Vec<Matcher>,
+    pub(crate) matchers: Vec<Matcher>,
     pub(crate) members: Vec<u32>,
 }
 
@@ -201,7 +194,7 @@ impl SeriesStore {
         if self.live >= self.max_series {
             return None;
         }
-        let series = Series { labels_no_name: labels.without_name(), labels: labels.clone(), samples: VecDeque::new() };
+        let series = Series { labels: labels.clone(), samples: VecDeque::new() };
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.series[slot as usize] = Some(series);

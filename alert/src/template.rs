@@ -50,8 +50,12 @@ impl Template {
         if !source.contains("{{") {
             return Ok(Self { source: source.to_string(), parsed: None });
         }
+        // A bare `{{ $value }}` prints as Go's `%v` of a float64 does (`1.5e+06`); gotmpl would
+        // print Rust's form.
+        let go_source = bare_value().replace_all(source, "{{${1} goFloat ${2} ${3}}}");
         let parsed = with_functions(gotmpl::Template::new("__alert"))
-            .parse(&format!("{PRELUDE}{source}"))
+            .missing_key(gotmpl::MissingKey::ZeroValue)
+            .parse(&format!("{PRELUDE}{go_source}"))
             .map_err(|e| format!("template {source:?}: {e}"))?;
         let template = Self { source: source.to_string(), parsed: Some(Arc::new(parsed)) };
         // Go refuses unknown functions when parsing; gotmpl only when executing, so try it once.
@@ -87,12 +91,40 @@ impl Template {
         root.insert(Arc::from("ExternalLabels"), map(data.external_labels));
         root.insert(Arc::from("ExternalURL"), Value::String(Arc::from(data.external_url)));
         root.insert(Arc::from("Value"), Value::Float(data.value));
-        parsed.execute_to_string(&Value::Map(Arc::new(root)))
+        // Prometheus runs templates with `missingkey=zero`: a label the alert lacks is "" (gotmpl
+        // prints its nil as Go's "<no value>").
+        Ok(parsed.execute_to_string(&Value::Map(Arc::new(root)))?.replace("<no value>", ""))
     }
 }
 
+/// An action printing only `$value` or `.Value`.
+fn bare_value() -> &'static regex::Regex {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| regex::Regex::new(r"\{\{(-?)\s*(\$value|\.Value)\s*(-?)\}\}").expect("valid regex"))
+}
+
+/// A float as Go's `%v` prints it (`strconv.FormatFloat(v, 'g', -1, 64)`): the shortest digits,
+/// in exponent form when the decimal exponent is below -4 or 6 and above.
+pub(crate) fn go_float(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+    }
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').expect("Rust's {:e} has an exponent");
+    let exp: i32 = exp.parse().expect("a number");
+    if (-4..6).contains(&exp) {
+        return format!("{v}");
+    }
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exp.abs())
+}
+
 fn with_functions(t: gotmpl::Template) -> gotmpl::Template {
-    t.func("humanize", |a| float_arg("humanize", a).map(|v| text(humanize(v))))
+    t.func("goFloat", |a| float_arg("goFloat", a).map(|v| text(go_float(v))))
+        .func("humanize", |a| float_arg("humanize", a).map(|v| text(humanize(v))))
         .func("humanize1024", |a| float_arg("humanize1024", a).map(|v| text(humanize1024(v))))
         .func("humanizeDuration", |a| float_arg("humanizeDuration", a).map(|v| text(humanize_duration(v))))
         .func("humanizePercentage", |a| float_arg("humanizePercentage", a).map(|v| text(format!("{}%", g4(v * 100.0)))))
@@ -303,6 +335,13 @@ mod tests {
         assert_eq!(expand("{{ $labels.instance }} is down", 0.0), "web-1:9100 is down");
         assert_eq!(expand("{{ .Labels.job }}/{{ $externalLabels.dc }}", 0.0), "node/eu");
         assert_eq!(expand("{{ $value }}", 0.5), "0.5");
+        // Go's %v of a float64, as Prometheus prints it.
+        assert_eq!(expand("{{ $value }}", 1.5e6), "1.5e+06");
+        assert_eq!(expand("{{ $value }}", 5e-5), "5e-05");
+        assert_eq!(expand("{{ $value }}", 100000.0), "100000");
+        assert_eq!(expand("{{ $value }}", 123456789.0), "1.23456789e+08");
+        assert_eq!(expand("{{ $value }}", 3.0), "3");
+        assert_eq!(expand("{{ $labels.missing }}", 0.0), "");
         assert_eq!(expand(r#"{{ printf "%.2f" $value }}"#, 1.23456), "1.23");
         assert_eq!(expand("{{ $value | humanize }}", 1234567.0), "1.235M");
         assert_eq!(expand("{{ humanize $value }}", 0.001234), "1.234m");

@@ -167,6 +167,32 @@ impl Query {
         self.kind
     }
 
+    /// The matchers of each selector, in the order [`Query::selections`] lists them.
+    pub fn selectors(&self) -> &[Vec<Matcher>] {
+        &self.selectors
+    }
+
+    /// Whether a selector or subquery has an `@` modifier.
+    pub fn uses_at(&self) -> bool {
+        plan::uses_at(&self.node)
+    }
+
+    /// [`Query::load`] from a source whose futures are ready at once (an in-memory one), without an
+    /// async runtime.
+    pub fn load_ready(
+        &self,
+        source: &impl Source,
+        start_ns: i64,
+        end_ns: i64,
+        cfg: &EngineConfig,
+    ) -> Result<Vec<Vec<Series>>, Error> {
+        let load = std::pin::pin!(self.load(source, start_ns, end_ns, cfg));
+        match load.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Ready(result) => result,
+            std::task::Poll::Pending => Err(Error::Execution("the sample source is not in memory".into())),
+        }
+    }
+
     /// What each selector reads when the query is evaluated at every time in `[start, end]`.
     pub fn selections(&self, start_ns: i64, end_ns: i64, cfg: &EngineConfig) -> Vec<Selection> {
         let mut out = vec![(i64::MAX, i64::MIN); self.selectors.len()];

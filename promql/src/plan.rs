@@ -480,3 +480,16 @@ pub(crate) fn spans(node: &Node, from: i64, to: i64, cfg: &crate::EngineConfig, 
         }
     }
 }
+
+/// Whether any selector or subquery in `node` is anchored with `@`.
+pub(crate) fn uses_at(node: &Node) -> bool {
+    match node {
+        Node::Number(_) | Node::String(_) => false,
+        Node::Instant { anchor, .. } | Node::Matrix { anchor, .. } => anchor.at.is_some(),
+        Node::Subquery { expr, anchor, .. } => anchor.at.is_some() || uses_at(expr),
+        Node::Call { args, .. } => args.iter().any(uses_at),
+        Node::Aggregate { expr, param, .. } => uses_at(expr) || param.as_deref().is_some_and(uses_at),
+        Node::Neg(e) => uses_at(e),
+        Node::Binary { lhs, rhs, .. } => uses_at(lhs) || uses_at(rhs),
+    }
+}

@@ -361,18 +361,15 @@ fn rules_check_reports_and_exits_like_promtool() {
 
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.yml");
-    std::fs::write(
-        &broken,
-        "groups:\n  - name: g\n    rules:\n      - alert: Relabel\n        expr: label_replace(up, \"a\", \"b\", \"c\", \"d\")\n",
-    )
-    .unwrap();
+    std::fs::write(&broken, "groups:\n  - name: g\n    rules:\n      - alert: Pinned\n        expr: up @ 100 > 0\n")
+        .unwrap();
     let ours = Command::new(BIN).args(["rules", "check", example, broken.to_str().unwrap()]).output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&ours.stdout), String::from_utf8_lossy(&ours.stderr));
     assert_eq!(ours.status.code(), Some(1), "{stdout}{stderr}");
     assert!(stdout.contains("SUCCESS: 5 rules found") && stdout.contains("FAILED"), "{stdout}");
-    for part in ["broken.yml", "Relabel", "label_replace"] {
+    for part in ["broken.yml", "Pinned", "@ modifier"] {
         assert!(stderr.contains(part), "{part} not named in: {stderr}");
     }
-    // Promtool accepts it (label_replace is PromQL); only the stream subset refuses it.
+    // Promtool accepts it (`@` is PromQL); only the stream evaluator refuses it.
     assert!(Command::new("promtool").args(["check", "rules"]).arg(&broken).output().unwrap().status.success());
 }

@@ -23,13 +23,14 @@ fn eval_at(query: &str, points: &[Point], at: i64) -> Result<Vec<String>, String
     for p in points {
         store.ingest(p, i64::MIN, &mut stats);
     }
-    Ok(match evaluate(&compiled.plan, &store, at, LOOKBACK)? {
+    Ok(match evaluate(&compiled, &store, at, LOOKBACK)? {
         Value::Scalar(v) => vec![format!("scalar {v}")],
         Value::Vector(v) => {
             let mut out: Vec<String> = v.iter().map(|s| format!("{} {}", s.labels, s.value)).collect();
             out.sort();
             out
         }
+        other => vec![format!("{other:?}")],
     })
 }
 
@@ -171,14 +172,21 @@ fn absence_and_staleness() {
 }
 
 #[test]
-fn constructs_outside_the_subset_are_named() {
+fn the_whole_engine_runs_on_the_stream() {
+    let p = requests();
+    assert_eq!(eval_at("topk(1, http_requests_total)", &p, 300 * S).unwrap().len(), 1);
+    assert_eq!(eval_at("http_requests_total offset 1m", &p, 300 * S).unwrap().len(), 3);
+    let sub = eval_at("max_over_time(rate(http_requests_total[1m])[3m:30s])", &p, 300 * S).unwrap();
+    assert_eq!(sub.len(), 3, "{sub:?}");
+}
+
+#[test]
+fn constructs_outside_the_engine_are_named() {
     for (query, construct) in [
-        ("topk(3, http_requests_total)", "topk"),
-        ("http_requests_total offset 5m", "offset"),
-        ("histogram_quantile(0.9, rate(x[5m]))", "histogram_quantile"),
-        ("a * on(job) group_left(x) b", "group_left"),
-        ("max_over_time(rate(x[5m])[1h:1m])", "subquery"),
         ("x @ 100", "@"),
+        ("rate(x[5m] @ end())", "@"),
+        ("histogram_count(x)", "histogram_count"),
+        ("x{a=\"b\" or c=\"d\"}", "or"),
         ("rate(x)", "rate"),
     ] {
         let err = compile(query, &mut Selectors::default()).unwrap_err();

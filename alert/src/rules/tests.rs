@@ -52,7 +52,7 @@ groups:
       - alert: Fine
         expr: up == 0
       - alert: Top
-        expr: topk(3, up)
+        expr: up @ 100 == 0
       - record: job:up:sum
         expr: sum by (job) (up)
       - alert: BadFor
@@ -67,7 +67,11 @@ groups:
     .unwrap_err();
     let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert_eq!(text.len(), 4, "{text:#?}");
-    assert!(text[0].starts_with(r#"rules.yml: group "g", rule 2 (Top): "#) && text[0].contains("topk"), "{}", text[0]);
+    assert!(
+        text[0].starts_with(r#"rules.yml: group "g", rule 2 (Top): "#) && text[0].contains("@ modifier"),
+        "{}",
+        text[0]
+    );
     assert!(
         text[1].contains("rule 3 (job:up:sum)") && text[1].contains("recording rules are not supported"),
         "{}",

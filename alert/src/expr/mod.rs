@@ -1,5 +1,5 @@
 //! Rule expressions: parsed and evaluated by the shared PromQL engine ([`yaffle_promql`]) over the
-//! evaluator's in-memory series ([`SeriesStore`] is the engine's [`Source`] here).
+//! evaluator's in-memory series (the series store is the engine's [`Source`] here).
 //!
 //! Everything the engine evaluates is accepted (its table is in [`yaffle_promql`]), except the `@`
 //! modifier: a rule is evaluated at its evaluation time, where `@ start()` and `@ end()` change

@@ -110,3 +110,44 @@ async fn user_queries_are_read_only_and_bounded() {
     assert!(matches!(e, StoreError::QueryLimit(_)), "{e}");
     assert_eq!(store.query("SELECT number FROM system.numbers LIMIT 10").await.unwrap().num_rows(), 10);
 }
+
+/// `select_series` reads what PromQL selectors need from both shards: names, tags and time pushed
+/// down, each (series, field) once with its samples in time order.
+#[tokio::test]
+async fn series_selected_across_shards_with_names_tags_and_time() {
+    let store = store("select").await;
+    let points: Vec<Point> = (0..400)
+        .map(|i| {
+            let fields = vec![("v".into(), FieldValue::Float(i as f64)), ("w".into(), FieldValue::Integer(i))];
+            Point::new(key(i as usize % 8), fields, T0 + i * 1_000_000_000)
+        })
+        .collect();
+    store.append_points(&points, &[]).await.unwrap();
+    sync_replicas(&store).await;
+    let select = |names: Option<Vec<(String, String)>>, tags: Vec<(String, String)>| crate::SeriesSelect {
+        database: "db".into(),
+        names,
+        tags,
+        start_ns: T0 + 100_000_000_000,
+        end_ns: T0 + 199_000_000_000,
+        with_samples: true,
+        max_samples: 10_000,
+    };
+    let all = store.select_series(&select(None, vec![])).await.unwrap();
+    assert!(all.warnings.is_empty(), "{:?}", all.warnings);
+    assert_eq!(all.series.len(), 16, "8 hosts x 2 fields");
+    assert_eq!(all.series.iter().map(|s| s.samples.len()).sum::<usize>(), 200);
+    let v = store
+        .select_series(&select(Some(crate::name_candidates("cpu_v")), vec![("host".into(), "h3".into())]))
+        .await
+        .unwrap();
+    assert_eq!(v.series.len(), 1);
+    let s = &v.series[0];
+    assert_eq!((s.measurement.as_str(), s.field.as_str()), ("cpu", "v"));
+    assert_eq!(s.tags, vec![("host".to_string(), "h3".to_string())]);
+    let expected: Vec<(i64, f64)> =
+        (100..200).filter(|i| i % 8 == 3).map(|i| (T0 + i * 1_000_000_000, i as f64)).collect();
+    assert_eq!(s.samples, expected);
+    let too_many = store.select_series(&crate::SeriesSelect { max_samples: 10, ..select(None, vec![]) }).await;
+    assert!(matches!(too_many, Err(StoreError::QueryLimit(_))), "{too_many:?}");
+}

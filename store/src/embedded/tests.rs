@@ -340,3 +340,44 @@ async fn queries_are_bounded_by_rows_memory_and_time_and_writes_go_on_meanwhile(
     abandoned.abort();
     assert_eq!(store.query("SELECT count(*) FROM points").await.unwrap().num_rows(), 1);
 }
+
+/// `select_series` reads only numeric samples of the chosen names, tags and span, each (series,
+/// field) once, across partitions and files, in time order; a duplicate timestamp reads once.
+#[tokio::test]
+async fn series_selected_by_name_tags_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let mut position = 0;
+    for (i, ts) in [3 * DAY + 5, 5, DAY + 5, 2 * DAY + 5, 2 * DAY + 5].into_iter().enumerate() {
+        let fields = vec![("f", FieldValue::Float(i as f64)), ("s", FieldValue::String("x".into()))];
+        position += 1;
+        store
+            .write_points(&[point("db", "a", ts, fields.clone()), point("db", "b", ts, fields)], position)
+            .await
+            .unwrap();
+    }
+    store.write_points(&[point("other", "a", 5, vec![("f", FieldValue::Float(9.0))])], position + 1).await.unwrap();
+    let select = crate::SeriesSelect {
+        database: "db".into(),
+        names: Some(crate::name_candidates("cpu_f")),
+        tags: vec![("host".into(), "a".into())],
+        start_ns: 5,
+        end_ns: 2 * DAY + 5,
+        with_samples: true,
+        max_samples: 100,
+    };
+    let got = store.select_series(&select).await.unwrap();
+    assert_eq!(got.series.len(), 1, "{got:?}");
+    let s = &got.series[0];
+    assert_eq!((s.measurement.as_str(), s.field.as_str()), ("cpu", "f"));
+    assert_eq!(s.tags, vec![("host".to_string(), "a".to_string())]);
+    assert_eq!(s.samples, vec![(5, 1.0), (DAY + 5, 2.0), (2 * DAY + 5, 4.0)], "the later write of a time wins");
+    let labels_only = store
+        .select_series(&crate::SeriesSelect { with_samples: false, tags: vec![], ..select.clone() })
+        .await
+        .unwrap();
+    assert_eq!(labels_only.series.len(), 2);
+    assert!(labels_only.series.iter().all(|s| s.samples.is_empty()));
+    let limited = store.select_series(&crate::SeriesSelect { max_samples: 2, ..select }).await;
+    assert!(matches!(limited, Err(StoreError::QueryLimit(_))), "{limited:?}");
+}

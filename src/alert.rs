@@ -72,7 +72,17 @@ pub(crate) async fn in_process(
     stop: watch::Receiver<bool>,
 ) -> Result<Vec<Vec<Arc<dyn Destination>>>, String> {
     let metrics = Arc::new(Metrics::new(registry));
-    let service = start(config.alert.clone(), metrics, stop)?;
+    let mut alert = config.alert.clone();
+    // Recording rule results go back through this process's own write path, unless told otherwise.
+    if alert.recording.url.is_empty() {
+        let scheme = if config.http.tls.cert.as_os_str().is_empty() { "http" } else { "https" };
+        let port = config.http.bind.port();
+        alert.recording.url = format!("{scheme}://localhost:{port}/api/v1/write");
+        if alert.recording.token.is_empty() {
+            alert.recording.token = config.auth.tokens.first().cloned().unwrap_or_default();
+        }
+    }
+    let service = start(alert, metrics, stop)?;
     let listener = tokio::net::TcpListener::bind(config.alert.bind)
         .await
         .map_err(|e| format!("cannot listen on alert.bind {}: {e}", config.alert.bind))?;

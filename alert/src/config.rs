@@ -62,6 +62,39 @@ pub struct AlertConfig {
     /// CA certificates (PEM) that `https://` Alertmanagers and webhooks are verified against; empty:
     /// https receivers cannot be verified and their sends fail (no built-in roots are trusted).
     pub tls_ca: PathBuf,
+    /// Where recording rule results go.
+    pub recording: RecordingConfig,
+}
+
+/// `[alert.recording]`: recording rule results are written back through ingest (remote_write), so
+/// they are stored, rolled up and readable like any series.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordingConfig {
+    /// Ingest's remote_write URL, e.g. `http://ingest:8086/api/v1/write`. Standalone fills in its own
+    /// listener when empty; a separate evaluator with recording rules needs it.
+    pub url: String,
+    /// The database the results are written to.
+    pub database: String,
+    /// Token sent to ingest when its auth is on.
+    pub token: String,
+    /// Timeout of one write.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Results waiting to be written, in series; the oldest are dropped (and counted) past it.
+    pub queue: usize,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            database: "prometheus".into(),
+            token: String::new(),
+            timeout: Duration::from_secs(10),
+            queue: 100_000,
+        }
+    }
 }
 
 impl Default for AlertConfig {
@@ -83,6 +116,7 @@ impl Default for AlertConfig {
             external_labels: BTreeMap::new(),
             external_url: String::new(),
             tls_ca: PathBuf::new(),
+            recording: RecordingConfig::default(),
         }
     }
 }

@@ -7,14 +7,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use yaffle_core::Point;
+use yaffle_core::remote_write::{Label, Sample as RemoteSample, TimeSeries};
+use yaffle_promql::{METRIC_NAME, Value};
 
 use crate::alerting::{AlertState, EvalContext, External, RuleState};
 use crate::config::AlertConfig;
 use crate::labels::Labels;
 use crate::metrics::{Metrics, PointLabels, StateLabels};
 use crate::notifier::Notification;
-use crate::rules::RuleSet;
+use crate::rules::{RecordRule, RuleSet};
 use crate::series::{IngestStats, SeriesStore};
 
 /// Every group's rule states, the series they read and the event-time clock.
@@ -35,6 +38,10 @@ pub struct Evaluator {
     resend: Duration,
     external: External,
     metrics: Arc<Metrics>,
+    /// Per group, the next evaluation time of its recording rules (`i64::MIN`: not scheduled yet).
+    record_next: Vec<i64>,
+    /// Recording rule results not yet taken by [`Evaluator::take_recorded`].
+    recorded: Vec<TimeSeries>,
 }
 
 impl Evaluator {
@@ -47,7 +54,10 @@ impl Evaluator {
         let store = SeriesStore::new(rules.selectors.matchers.clone(), config.max_series);
         let states = rules.groups.iter().map(|g| g.rules.iter().cloned().map(RuleState::new).collect()).collect();
         metrics.rules.set(rules.rule_count() as i64);
+        let record_next = vec![i64::MIN; rules.groups.len()];
         Self {
+            record_next,
+            recorded: Vec::new(),
             rules,
             states,
             store,
@@ -86,6 +96,7 @@ impl Evaluator {
             })
             .collect();
         self.store.set_selectors(rules.selectors.matchers.clone());
+        self.record_next = vec![i64::MIN; rules.groups.len()];
         self.metrics.rules.set(rules.rule_count() as i64);
         self.rules = rules;
     }
@@ -197,9 +208,54 @@ impl Evaluator {
                 }
             }
         }
+        self.record(at);
         self.metrics.evaluation_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.event_time_seconds.set(at as f64 / 1e9);
         self.due()
+    }
+
+    /// Evaluates each group's recording rules at every multiple of its interval the clock has
+    /// passed. Times more than two intervals behind the wall clock are skipped: they are a replay
+    /// of history whose results the previous run already wrote.
+    fn record(&mut self, at: i64) {
+        let wall = wall_ns();
+        let Self { rules, record_next, recorded, metrics, store, lookback_ns, .. } = self;
+        for (g, group) in rules.groups.iter().enumerate() {
+            if group.records.is_empty() {
+                continue;
+            }
+            let interval = i64::try_from(group.interval.as_nanos()).unwrap_or(i64::MAX).max(1);
+            let next = &mut record_next[g];
+            if *next == i64::MIN {
+                *next = (at.div_euclid(interval) + 1).saturating_mul(interval);
+                continue;
+            }
+            let live_from = wall.saturating_sub(interval.saturating_mul(2));
+            if *next < live_from {
+                let skipped = (live_from - *next).div_euclid(interval) + 1;
+                metrics.recorded.get_or_create(&PointLabels { outcome: "skipped" }).inc_by(skipped as u64);
+                *next = next.saturating_add(skipped.saturating_mul(interval));
+            }
+            while *next <= at {
+                let t = *next;
+                *next = t.saturating_add(interval);
+                for rule in &group.records {
+                    metrics.evaluations.inc();
+                    match crate::expr::evaluate(&rule.compiled, store, t, *lookback_ns) {
+                        Ok(value) => recorded.extend(results(rule, value, t)),
+                        Err(e) => {
+                            metrics.evaluation_failures.inc();
+                            tracing::warn!(group = %group.name, rule = %rule.name, error = %e, "recording rule evaluation failed");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Recording rule results since the last call, as remote_write series.
+    pub fn take_recorded(&mut self) -> Vec<TimeSeries> {
+        std::mem::take(&mut self.recorded)
     }
 
     /// The periodic step: moves the clock on by the wall time since the last point when no point came
@@ -262,6 +318,32 @@ impl Evaluator {
     }
 }
 
+/// A recording rule's results at `t`: each element named `rule.name`, with the rule's labels.
+fn results(rule: &RecordRule, value: Value, t: i64) -> Vec<TimeSeries> {
+    let samples = match value {
+        Value::Vector(v) => v,
+        Value::Scalar(v) => vec![yaffle_promql::Sample { labels: Labels::default(), value: v }],
+        _ => Vec::new(),
+    };
+    let label = |k: &str, v: &str| Label {
+        name: Bytes::copy_from_slice(k.as_bytes()),
+        value: Bytes::copy_from_slice(v.as_bytes()),
+    };
+    samples
+        .into_iter()
+        .map(|s| {
+            let mut pairs: Vec<(Arc<str>, Arc<str>)> = s.labels.pairs().to_vec();
+            pairs.extend(rule.labels.iter().map(|(k, v)| (Arc::from(k.as_str()), Arc::from(v.as_str()))));
+            pairs.push((Arc::from(METRIC_NAME), Arc::from(rule.name.as_str())));
+            let labels = Labels::new(pairs);
+            TimeSeries {
+                labels: labels.iter().map(|(k, v)| label(k, v)).collect(),
+                samples: vec![RemoteSample { value: s.value, timestamp: t.div_euclid(1_000_000) }],
+            }
+        })
+        .collect()
+}
+
 fn from_ns(ns: i64) -> SystemTime {
     if ns >= 0 { UNIX_EPOCH + Duration::from_nanos(ns as u64) } else { UNIX_EPOCH }
 }
@@ -307,5 +389,66 @@ mod tests {
         let alert = evaluator.states()[0][0].active.values().next().expect("an alert").clone();
         assert_eq!(alert.state, AlertState::Firing);
         assert_eq!(alert.active_at, start);
+    }
+}
+
+#[cfg(test)]
+mod recording_tests {
+    use std::time::Duration;
+
+    use prometheus_client::registry::Registry;
+    use yaffle_core::point::FieldValue;
+    use yaffle_core::{Point, SeriesKey};
+
+    use super::*;
+    use crate::AlertConfig;
+
+    /// Recording rules run at each multiple of their group's interval the event clock passes, and
+    /// their results are named after the rule, with its labels.
+    #[test]
+    fn recording_rules_record_at_each_interval_boundary() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.yml");
+        std::fs::write(
+            &file,
+            "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - record: host:temp:max\n        expr: max by (host) (temp_celsius)\n        labels:\n          source: rule\n",
+        )
+        .unwrap();
+        let rules = Arc::new(RuleSet::load(&[file], Duration::from_secs(60)).unwrap());
+        let mut evaluator =
+            Evaluator::new(rules, &AlertConfig::default(), Arc::new(Metrics::new(&mut Registry::default())));
+        // Live: the first boundary is a second before the wall clock (older ones are a replay).
+        let start = (wall_ns() / 1_000_000_000 - 2) * 1_000_000_000 + 500_000_000;
+        let key = Arc::new(SeriesKey::new("db", "temp", vec![("host".into(), "oven".into())]));
+        let points: Vec<Point> = (0..10)
+            .map(|i| {
+                Point::new(
+                    Arc::clone(&key),
+                    vec![("celsius".into(), FieldValue::Float(i as f64))],
+                    start + i * 400_000_000,
+                )
+            })
+            .collect();
+        for p in points {
+            evaluator.ingest_and_evaluate(vec![p]);
+        }
+        let recorded = evaluator.take_recorded();
+        // The clock went from start to start + 3.6 s: boundaries start + 0.5 s .. start + 3.5 s.
+        let times: Vec<i64> = recorded.iter().map(|s| s.samples[0].timestamp).collect();
+        let first = (start + 500_000_000) / 1_000_000;
+        assert_eq!(times, vec![first, first + 1000, first + 2000, first + 3000], "{recorded:?}");
+        let labels: Vec<(String, String)> = recorded[0]
+            .labels
+            .iter()
+            .map(|l| (String::from_utf8(l.name.to_vec()).unwrap(), String::from_utf8(l.value.to_vec()).unwrap()))
+            .collect();
+        assert_eq!(
+            labels,
+            [("__name__", "host:temp:max"), ("host", "oven"), ("source", "rule")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        // The value at start + 1.5 s is the point at start + 1.2 s (the third, 3).
+        assert_eq!(recorded[1].samples[0].value, 3.0);
+        assert!(evaluator.take_recorded().is_empty());
     }
 }

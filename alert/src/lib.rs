@@ -46,6 +46,7 @@ pub mod labels {
 }
 pub mod metrics;
 pub mod notifier;
+pub mod recorder;
 pub mod rules;
 pub mod series;
 pub mod server;

@@ -41,6 +41,7 @@ pub struct Metrics {
     pub(crate) notification_errors: Family<ReceiverLabels, Counter>,
     pub(crate) notifications_dropped: Family<ReceiverLabels, Counter>,
     pub(crate) notification_queue: Family<ReceiverLabels, Gauge>,
+    pub(crate) recorded: Family<PointLabels, Counter>,
 }
 
 impl Metrics {
@@ -63,6 +64,7 @@ impl Metrics {
             notification_errors: Family::default(),
             notifications_dropped: Family::default(),
             notification_queue: Family::default(),
+            recorded: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("yaffle_alert");
         r.register(
@@ -93,6 +95,11 @@ impl Metrics {
             m.notifications_dropped.clone(),
         );
         r.register("notification_queue", "Alerts waiting to be sent, by receiver", m.notification_queue.clone());
+        r.register(
+            "recorded_samples",
+            "Recording rule results: written (through ingest), failed (ingest refused or unreachable), skipped (times a replay covers)",
+            m.recorded.clone(),
+        );
         m
     }
 }

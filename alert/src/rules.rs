@@ -93,8 +93,29 @@ pub struct Group {
     pub interval: Duration,
     /// Most alerts one rule may produce at one evaluation (0: no limit).
     pub limit: usize,
-    /// Its rules.
+    /// Its alerting rules.
     pub rules: Vec<Arc<AlertRule>>,
+    /// Its recording rules.
+    pub records: Vec<Arc<RecordRule>>,
+}
+
+/// One recording rule, compiled: its results are written back through ingest as the series
+/// `record`, stored and readable like any other.
+#[derive(Debug)]
+pub struct RecordRule {
+    /// `record`: the metric name of the results.
+    pub name: String,
+    /// `expr` as written.
+    pub expr: String,
+    pub(crate) compiled: Compiled,
+    /// `labels`, added to every result (no templates, as in Prometheus).
+    pub labels: Vec<(String, String)>,
+}
+
+/// A rule of either kind, as compiled.
+enum Rule {
+    Alert(AlertRule),
+    Record(RecordRule),
 }
 
 /// One alerting rule, compiled.
@@ -184,12 +205,19 @@ impl RuleSet {
                     continue;
                 }
             };
-            let mut group =
-                Group { file: file.to_path_buf(), name: g.name.clone(), interval, limit: g.limit, rules: Vec::new() };
+            let mut group = Group {
+                file: file.to_path_buf(),
+                name: g.name.clone(),
+                interval,
+                limit: g.limit,
+                rules: Vec::new(),
+                records: Vec::new(),
+            };
             for (i, r) in g.rules.into_iter().enumerate() {
                 let label = r.alert.as_deref().or(r.record.as_deref()).map_or_else(String::new, str::to_string);
                 match self.compile_rule(r, &g.name) {
-                    Ok(rule) => group.rules.push(Arc::new(rule)),
+                    Ok(Rule::Alert(rule)) => group.rules.push(Arc::new(rule)),
+                    Ok(Rule::Record(rule)) => group.records.push(Arc::new(rule)),
                     Err(m) => errors.push(err(Some(&g.name), Some((i + 1, &label)), m)),
                 }
             }
@@ -197,27 +225,42 @@ impl RuleSet {
         }
     }
 
-    fn compile_rule(&mut self, r: RuleDef, group: &str) -> Result<AlertRule, String> {
-        let name = match (r.alert, r.record) {
-            (Some(_), Some(_)) => return Err("only one of alert and record may be set".into()),
-            (None, None) => return Err("one of alert or record must be set".into()),
-            (None, Some(record)) => {
-                return Err(format!(
-                    "recording rule {record:?}: recording rules are not supported by the stream evaluator \
-                     (evaluate them with Prometheus or vmalert over the store)"
-                ));
-            }
-            (Some(a), None) if a.is_empty() => return Err("alert name is empty".into()),
-            (Some(a), None) => a,
-        };
-        let expr = match r.expr {
-            serde_yaml::Value::String(s) => s,
+    fn compile_rule(&mut self, r: RuleDef, group: &str) -> Result<Rule, String> {
+        let expr = match &r.expr {
+            serde_yaml::Value::String(s) => s.clone(),
             serde_yaml::Value::Number(n) => n.to_string(),
             _ => return Err("expr must be a string".into()),
         };
         if expr.trim().is_empty() {
             return Err("expr is empty".into());
         }
+        let name = match (r.alert, r.record) {
+            (Some(_), Some(_)) => return Err("only one of alert and record may be set".into()),
+            (None, None) => return Err("one of alert or record must be set".into()),
+            (None, Some(record)) => {
+                if !valid_metric_name(&record) {
+                    return Err(format!("invalid recording rule name: {record:?}"));
+                }
+                if r.for_.is_some() || r.keep_firing_for.is_some() || !r.annotations.is_empty() {
+                    return Err(format!(
+                        "recording rule {record:?}: for, keep_firing_for and annotations belong to alerting rules"
+                    ));
+                }
+                let compiled = expr::compile(&expr, &mut self.selectors).map_err(|e| format!("expr {expr:?}: {e}"))?;
+                if !matches!(compiled.kind, Kind::Vector | Kind::Scalar) {
+                    return Err(format!("expr {expr:?}: a recording rule needs an instant vector or a scalar"));
+                }
+                for k in r.labels.keys() {
+                    if !yaffle_promql::valid_label_name(k) {
+                        return Err(format!("invalid label name: {k:?}"));
+                    }
+                }
+                let labels = r.labels.into_iter().collect();
+                return Ok(Rule::Record(RecordRule { name: record, expr, compiled, labels }));
+            }
+            (Some(a), None) if a.is_empty() => return Err("alert name is empty".into()),
+            (Some(a), None) => a,
+        };
         let compiled = expr::compile(&expr, &mut self.selectors).map_err(|e| format!("expr {expr:?}: {e}"))?;
         if compiled.kind != Kind::Vector {
             return Err(format!(
@@ -235,18 +278,20 @@ impl RuleSet {
             labels.iter().map(|(k, t)| (k, t.source())).collect::<Vec<_>>(),
             annotations.iter().map(|(k, t)| (k, t.source())).collect::<Vec<_>>()
         );
-        Ok(AlertRule { name, expr, compiled, for_, keep_firing_for, labels, annotations, selectors, key })
+        Ok(Rule::Alert(AlertRule { name, expr, compiled, for_, keep_firing_for, labels, annotations, selectors, key }))
     }
 
     /// Number of rules.
     pub fn rule_count(&self) -> usize {
-        self.groups.iter().map(|g| g.rules.len()).sum()
+        self.groups.iter().map(|g| g.rules.len() + g.records.len()).sum()
     }
 
     /// Longest any rule reads back from its evaluation time, besides the lookback (ranges, offsets,
     /// subqueries).
     pub(crate) fn max_history_ns(&self) -> i64 {
-        self.groups.iter().flat_map(|g| &g.rules).map(|r| r.compiled.history_ns).max().unwrap_or(0)
+        let alerts = self.groups.iter().flat_map(|g| &g.rules).map(|r| r.compiled.history_ns);
+        let records = self.groups.iter().flat_map(|g| &g.records).map(|r| r.compiled.history_ns);
+        alerts.chain(records).max().unwrap_or(0)
     }
 
     /// Longest `for` plus `keep_firing_for` of any rule.
@@ -306,3 +351,10 @@ fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, RuleError> {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `name` is a valid Prometheus metric name (recording rules may use colons).
+fn valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}

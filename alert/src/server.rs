@@ -167,6 +167,19 @@ fn rule_json(r: &RuleState) -> Value {
     })
 }
 
+fn record_json(r: &crate::rules::RecordRule) -> Value {
+    json!({
+        "type": "recording",
+        "name": r.name,
+        "query": r.expr,
+        "labels": r.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+        "health": "unknown",
+        "lastError": "",
+        "evaluationTime": 0.0,
+        "lastEvaluation": "0001-01-01T00:00:00Z",
+    })
+}
+
 async fn rules(State(s): State<ApiState>) -> Response {
     let ev = s.service.evaluator.lock().expect("evaluator lock");
     let groups: Vec<Value> = ev
@@ -180,7 +193,7 @@ async fn rules(State(s): State<ApiState>) -> Response {
                 "file": g.file.display().to_string(),
                 "interval": g.interval.as_secs_f64(),
                 "limit": g.limit,
-                "rules": states.iter().map(rule_json).collect::<Vec<_>>(),
+                "rules": states.iter().map(rule_json).chain(g.records.iter().map(|r| record_json(r))).collect::<Vec<_>>(),
                 "evaluationTime": states.iter().map(|r| r.evaluation_time.as_secs_f64()).sum::<f64>(),
                 "lastEvaluation": states.iter().filter_map(|r| r.last_evaluation).max().map_or_else(|| "0001-01-01T00:00:00Z".to_string(), rfc3339_ns),
             })

@@ -12,6 +12,7 @@ use crate::config::AlertConfig;
 use crate::evaluator::Evaluator;
 use crate::metrics::Metrics;
 use crate::notifier::Notifier;
+use crate::recorder::Recorder;
 use crate::rules::{RuleError, RuleSet};
 
 /// Batches waiting for the evaluator; pushes wait when it is full.
@@ -45,11 +46,12 @@ impl Service {
         metrics: Arc<Metrics>,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, Vec<RuleError>> {
-        let rules = Arc::new(RuleSet::load(&config.rule_files, config.default_interval)?);
+        let rules = Arc::new(load(&config)?);
         tracing::info!(files = rules.files.len(), rules = rules.rule_count(), "rules loaded");
         metrics.last_reload_successful.set(1);
         let evaluator = Arc::new(Mutex::new(Evaluator::new(rules, &config, Arc::clone(&metrics))));
         let notifier = Notifier::start(&config, Arc::clone(&metrics), stop.clone());
+        let recorder = Recorder::start(&config, Arc::clone(&metrics), stop.clone());
         let (input, rx) = mpsc::channel(QUEUE);
         let instance: Arc<str> = Arc::from(format!(
             "{:016x}",
@@ -58,7 +60,7 @@ impl Service {
             )
         ));
         let service = Self { evaluator, input, instance, config: Arc::new(config), metrics };
-        tokio::spawn(service.clone().run(rx, notifier, stop));
+        tokio::spawn(service.clone().run(rx, notifier, recorder, stop));
         Ok(service)
     }
 
@@ -77,7 +79,7 @@ impl Service {
     /// Reloads the rule files; on an error the current rules stay.
     pub fn reload(&self) -> Result<(), Vec<RuleError>> {
         self.metrics.reloads.inc();
-        match RuleSet::load(&self.config.rule_files, self.config.default_interval) {
+        match load(&self.config) {
             Ok(rules) => {
                 tracing::info!(files = rules.files.len(), rules = rules.rule_count(), "rules reloaded");
                 self.evaluator.lock().expect("evaluator lock").reload(Arc::new(rules));
@@ -95,7 +97,13 @@ impl Service {
         }
     }
 
-    async fn run(self, mut rx: mpsc::Receiver<Batch>, notifier: Notifier, mut stop: watch::Receiver<bool>) {
+    async fn run(
+        self,
+        mut rx: mpsc::Receiver<Batch>,
+        notifier: Notifier,
+        recorder: Recorder,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut files = files_fingerprint(&self.config.rule_files);
@@ -115,8 +123,12 @@ impl Service {
                     while let Ok(more) = rx.try_recv() {
                         points.extend(more.points);
                     }
-                    let due = self.evaluator.lock().expect("evaluator lock").ingest_and_evaluate(points);
+                    let (due, recorded) = {
+                        let mut evaluator = self.evaluator.lock().expect("evaluator lock");
+                        (evaluator.ingest_and_evaluate(points), evaluator.take_recorded())
+                    };
                     notifier.send(&due);
+                    recorder.send(recorded);
                 }
                 _ = tick.tick() => {
                     let now = files_fingerprint(&self.config.rule_files);
@@ -125,8 +137,12 @@ impl Service {
                         tracing::info!("rule files changed");
                         let _ = self.reload();
                     }
-                    let due = self.evaluator.lock().expect("evaluator lock").tick();
+                    let (due, recorded) = {
+                        let mut evaluator = self.evaluator.lock().expect("evaluator lock");
+                        (evaluator.tick(), evaluator.take_recorded())
+                    };
                     notifier.send(&due);
+                    recorder.send(recorded);
                 }
                 _ = sighup => {
                     tracing::info!("SIGHUP");
@@ -154,4 +170,23 @@ fn files_fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>
     }
     out.sort();
     out
+}
+
+/// Loads the configured rule files; recording rules need somewhere to write their results.
+fn load(config: &AlertConfig) -> Result<RuleSet, Vec<RuleError>> {
+    let rules = RuleSet::load(&config.rule_files, config.default_interval)?;
+    if config.recording.url.is_empty()
+        && let Some(g) = rules.groups.iter().find(|g| !g.records.is_empty())
+    {
+        return Err(vec![RuleError {
+            file: g.file.clone(),
+            group: Some(g.name.clone()),
+            rule: None,
+            message: format!(
+                "recording rule {:?} has nowhere to write: set alert.recording.url to ingest's remote_write URL",
+                g.records[0].name
+            ),
+        }]);
+    }
+    Ok(rules)
 }

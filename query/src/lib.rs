@@ -22,6 +22,8 @@
 mod api;
 mod params;
 mod source;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -373,3 +373,44 @@ fn rules_check_reports_and_exits_like_promtool() {
     // Promtool accepts it (`@` is PromQL); only the stream evaluator refuses it.
     assert!(Command::new("promtool").args(["check", "rules"]).arg(&broken).output().unwrap().status.success());
 }
+
+/// Recording rules in standalone: their results go back through the write path, land in the store
+/// as the series the rule names, and PromQL reads them like any other.
+#[test]
+fn recording_rule_results_are_written_back_and_queryable() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: rec\n    interval: 1s\n    rules:\n      - record: host:temp:max\n        expr: max by (host) (temp_celsius)\n        labels:\n          via: rule\n",
+    )
+    .unwrap();
+    let yaffle = Yaffle::start(
+        &dir.path().join("data"),
+        &[
+            ("YAFFLE_ALERT__RULE_FILES", &format!("[{}]", rules.display())),
+            ("YAFFLE_ALERT__BIND", &format!("127.0.0.1:{}", free_port())),
+            ("YAFFLE_ALERT__TICK", "200ms"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut recorded = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        write_temp(&yaffle, 42.0);
+        std::thread::sleep(Duration::from_millis(200));
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+        let url = format!("{}?query=host:temp:max&time={now:.3}", yaffle.url("/api/v1/query"));
+        if let Some(body) = get_json(&url)
+            && body["data"]["result"].as_array().is_some_and(|r| !r.is_empty())
+        {
+            recorded = body["data"]["result"][0].clone();
+            break;
+        }
+    }
+    assert_eq!(recorded["metric"]["__name__"], "host:temp:max", "no recorded series within 30 s: {recorded}");
+    assert_eq!(recorded["metric"]["via"], "rule");
+    assert_eq!(recorded["value"][1], "42");
+    let rows =
+        yaffle.sql("SELECT count(*) AS n FROM points WHERE database = 'prometheus' AND measurement = 'host:temp:max'");
+    assert!(rows[0]["n"].as_u64().unwrap() >= 1, "{rows:?}");
+}

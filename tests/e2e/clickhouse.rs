@@ -140,6 +140,10 @@ fn a_whole_shard_down_for_a_minute_delays_only_itself() {
     std::thread::sleep(Duration::from_secs(5));
     let (first, warning) = partial_count(&yaffle);
     assert!(warning.contains("shard 2"), "partial answer names the missing shard: {warning:?}");
+    // PromQL over the cluster answers too, with Prometheus' `warnings` naming the missing shard.
+    let (during, warnings) = promql_count(&yaffle);
+    assert!(warnings.iter().any(|w| w.contains("shard 2")), "PromQL warnings name the missing shard: {warnings:?}");
+    assert!(during > 0.0);
     std::thread::sleep(Duration::from_secs(10));
     let (second, _) = partial_count(&yaffle);
     assert!(second > first, "shard 1 rows kept landing during the outage ({first} then {second})");
@@ -162,6 +166,25 @@ fn a_whole_shard_down_for_a_minute_delays_only_itself() {
     assert_eq!(count(&yaffle), acked.len() as u64, "stored rows vs acknowledged points after the shard returned");
     assert_exactly_once(&yaffle, ROWS, &acked);
     assert_eq!((cursors("kafka"), cursors("alert")), (kafka, alert), "the other sinks' cursors were not touched");
+    assert_eq!(promql_count(&yaffle), (acked.len() as f64, vec![]), "PromQL counts every acknowledged point");
+}
+
+/// Every `load_seq` sample, counted with PromQL (the load's timestamps are nanoseconds after 1970),
+/// and the answer's warnings.
+fn promql_count(y: &Yaffle) -> (f64, Vec<String>) {
+    let query = "sum(count_over_time(load_seq[1h]))";
+    let mut r = agent()
+        .get(&y.url("/api/v1/query"))
+        .query("query", query)
+        .query("time", "3600")
+        .query("db", "ch")
+        .call()
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(body["status"], "success", "{body}");
+    let value = body["data"]["result"][0]["value"][1].as_str().unwrap_or("0").parse().unwrap();
+    let warnings = body["warnings"].as_array().map(|w| w.iter().map(|v| v.as_str().unwrap().to_string()).collect());
+    (value, warnings.unwrap_or_default())
 }
 
 /// `count()` through a partial read, and the warning header.

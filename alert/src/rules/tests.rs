@@ -53,7 +53,7 @@ groups:
         expr: up == 0
       - alert: Top
         expr: up @ 100 == 0
-      - record: job:up:sum
+      - record: job up sum
         expr: sum by (job) (up)
       - alert: BadFor
         expr: up == 0
@@ -72,11 +72,7 @@ groups:
         "{}",
         text[0]
     );
-    assert!(
-        text[1].contains("rule 3 (job:up:sum)") && text[1].contains("recording rules are not supported"),
-        "{}",
-        text[1]
-    );
+    assert!(text[1].contains("rule 3 (job up sum)") && text[1].contains("invalid recording rule name"), "{}", text[1]);
     assert!(text[2].contains("rule 4 (BadFor)") && text[2].contains("for:"), "{}", text[2]);
     assert!(text[3].contains("rule 5 (BadTemplate)") && text[3].contains("query"), "{}", text[3]);
 }

@@ -139,6 +139,7 @@ pub(crate) async fn run(mut config: Config, role: Role) -> Result<(), String> {
         config.query.clone(),
         config.http.remote_write_database.clone(),
         Arc::new(config.auth.clone()),
+        &config.downsample.resolutions,
         &mut registry,
     );
     let state = AppState {

@@ -78,9 +78,22 @@ impl Ctx<'_> {
     }
 
     /// The latest sample at or before `refer` within the lookback, unless it is a staleness marker.
+    /// From rollups: the latest of the windows' first and last samples.
     fn latest(&self, s: &Series, refer: i64) -> Option<(i64, f64)> {
-        let end = s.samples.partition_point(|&(ts, _)| ts <= refer);
-        let (ts, v) = *s.samples.get(end.checked_sub(1)?)?;
+        let (ts, v) = if s.windows.is_empty() {
+            let end = s.samples.partition_point(|&(ts, _)| ts <= refer);
+            *s.samples.get(end.checked_sub(1)?)?
+        } else {
+            let end = s.windows.partition_point(|w| w.start_ns <= refer);
+            let w = s.windows.get(end.checked_sub(1)?)?;
+            if w.last.0 <= refer {
+                w.last
+            } else if w.first.0 <= refer {
+                w.first
+            } else {
+                s.windows.get(end.checked_sub(2)?)?.last
+            }
+        };
         if ts < refer.saturating_sub(self.cfg.lookback_ns()) || is_stale(v) {
             return None;
         }
@@ -96,10 +109,17 @@ impl Ctx<'_> {
                 let start = end - range_ns;
                 let mut out = Vec::new();
                 for s in &self.data[*selection] {
+                    if !s.windows.is_empty() {
+                        let windows = windows_in(&s.windows, start, end);
+                        if !windows.is_empty() {
+                            out.push(Series { labels: s.labels.clone(), samples: Vec::new(), windows });
+                        }
+                        continue;
+                    }
                     let samples: Vec<(i64, f64)> =
                         s.range(start, end).iter().copied().filter(|&(_, v)| !is_stale(v)).collect();
                     if !samples.is_empty() {
-                        out.push(Series { labels: s.labels.clone(), samples });
+                        out.push(Series::raw(s.labels.clone(), samples));
                     }
                 }
                 Ok((out, start, end))
@@ -138,7 +158,7 @@ impl Ctx<'_> {
                     .into_iter()
                     .map(|labels| {
                         let samples = series.remove(&labels).unwrap_or_default();
-                        Series { labels, samples }
+                        Series::raw(labels, samples)
                     })
                     .collect();
                 Ok((out, start, end))
@@ -177,7 +197,24 @@ impl Ctx<'_> {
             }
             let mut out = Vec::with_capacity(series.len());
             for s in series {
-                if let Some(value) = functions::over_time(func, &s.samples, start, end, t, &params)? {
+                let value = if s.windows.is_empty() {
+                    functions::over_time(func, &s.samples, start, end, t, &params)?
+                } else if let Some(v) = functions::over_windows(func, &s.windows) {
+                    Some(v)
+                } else {
+                    // Functions rollups cannot answer see the windows' first and last samples.
+                    let samples: Vec<(i64, f64)> = s
+                        .window_samples()
+                        .into_iter()
+                        .filter(|&(ts, v)| ts >= start && ts <= end && !is_stale(v))
+                        .collect();
+                    if samples.is_empty() {
+                        None
+                    } else {
+                        functions::over_time(func, &samples, start, end, t, &params)?
+                    }
+                };
+                if let Some(value) = value {
                     let labels = if func == Func::LastOverTime { s.labels } else { s.labels.without_name() };
                     out.push(Sample { labels, value });
                 }
@@ -357,6 +394,27 @@ impl Ctx<'_> {
             _ => return Err(Error::Execution(format!("{func:?} needs a range vector"))),
         })
     }
+}
+
+/// The windows whose samples lie in `[start, end]`: whole windows between the bounds; of a window
+/// across `end`, its first sample when that is in; of one across `start`, its last when that is in.
+/// Exact when `start` and `end` are window boundaries (a window's samples start at its start).
+fn windows_in(windows: &[crate::Window], start: i64, end: i64) -> Vec<crate::Window> {
+    let from = windows.partition_point(|w| w.last.0 < start);
+    let mut out = Vec::new();
+    for w in &windows[from..] {
+        if w.first.0 > end {
+            break;
+        }
+        if w.first.0 >= start && w.last.0 <= end {
+            out.push(*w);
+        } else if w.first.0 >= start {
+            out.push(crate::Window::of(w.first.0, w.first.1));
+        } else if w.last.0 <= end {
+            out.push(crate::Window::of(w.last.0, w.last.1));
+        }
+    }
+    out
 }
 
 /// A float as Go's `strconv.ParseFloat` reads it (`+Inf`, `-Inf`, `NaN`, and decimals).

@@ -441,6 +441,26 @@ pub(crate) fn over_time(
     }))
 }
 
+/// `func` over rollup windows (at least one), for the functions their aggregates answer; `None`
+/// for the others.
+pub(crate) fn over_windows(func: Func, windows: &[crate::Window]) -> Option<f64> {
+    let count: u64 = windows.iter().map(|w| w.count).sum();
+    let sum = || {
+        let (s, c) = windows.iter().fold((0.0, 0.0), |(s, c), w| kahan_inc(w.sum, s, c));
+        s + c
+    };
+    Some(match func {
+        Func::CountOverTime => count as f64,
+        Func::SumOverTime => sum(),
+        Func::AvgOverTime => sum() / count as f64,
+        Func::MinOverTime => windows.iter().fold(f64::NAN, |m, w| if w.min < m || m.is_nan() { w.min } else { m }),
+        Func::MaxOverTime => windows.iter().fold(f64::NAN, |m, w| if w.max > m || m.is_nan() { w.max } else { m }),
+        Func::LastOverTime => windows[windows.len() - 1].last.1,
+        Func::PresentOverTime => 1.0,
+        _ => return None,
+    })
+}
+
 /// `rate`, `increase` and `delta` with Prometheus' extrapolation to the window's edges.
 fn extrapolated(samples: &[(i64, f64)], range_start: i64, range_end: i64, counter: bool, rate: bool) -> Option<f64> {
     if samples.len() < 2 {

@@ -38,9 +38,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub use labels::{Labels, METRIC_NAME};
-pub use plan::{Kind, Selection, absent_labels};
+pub use plan::{Consumer, Kind, Selection, absent_labels};
 pub use promql_parser::label::{MatchOp, Matcher};
-pub use value::{STALE_NAN_BITS, Sample, Series, Value, format_value, is_stale};
+pub use value::{STALE_NAN_BITS, Sample, Series, Value, Window, format_value, is_stale};
 
 pub use eval::valid_label_name;
 
@@ -150,6 +150,7 @@ pub struct Query {
     node: Node,
     kind: Kind,
     selectors: Vec<Vec<Matcher>>,
+    consumers: Vec<plan::Consumer>,
 }
 
 impl Query {
@@ -159,7 +160,7 @@ impl Query {
         let expr = promql_parser::parser::parse(text).map_err(Error::BadData)?;
         let mut planner = Planner::new(start_ns, end_ns);
         let (node, kind) = planner.plan(&expr)?;
-        Ok(Query { node, kind, selectors: planner.selectors })
+        Ok(Query { node, kind, selectors: planner.selectors, consumers: planner.consumers })
     }
 
     /// What the query evaluates to.
@@ -199,8 +200,9 @@ impl Query {
         spans(&self.node, start_ns, end_ns, cfg, &mut out);
         self.selectors
             .iter()
+            .zip(&self.consumers)
             .zip(out)
-            .map(|(m, (start_ns, end_ns))| Selection { matchers: m.clone(), start_ns, end_ns })
+            .map(|((m, &consumer), (start_ns, end_ns))| Selection { matchers: m.clone(), consumer, start_ns, end_ns })
             .collect()
     }
 
@@ -285,7 +287,7 @@ impl Query {
                 None => break,
             };
         }
-        let mut out: Vec<Series> = series.into_iter().map(|(labels, samples)| Series { labels, samples }).collect();
+        let mut out: Vec<Series> = series.into_iter().map(|(labels, samples)| Series::raw(labels, samples)).collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)
     }

@@ -161,11 +161,45 @@ impl Kind {
     }
 }
 
+/// What reads a selector's samples, which decides whether rollups can stand in for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consumer {
+    /// An instant selector: the latest sample at each step (a rollup window's last sample serves).
+    Instant,
+    /// A range function (its name) over a range selector of this length (ns).
+    OverTime(&'static str, i64),
+    /// Anything else (a range vector answered as such, `timestamp()`): raw samples only.
+    Raw,
+}
+
+impl Consumer {
+    /// Whether rollup windows answer it exactly when the steps and the range are multiples of
+    /// their resolution: instant selectors and the `*_over_time` functions rollup aggregates hold.
+    pub fn rollups_serve(&self) -> bool {
+        match self {
+            Consumer::Instant => true,
+            Consumer::OverTime(f, _) => matches!(
+                *f,
+                "count_over_time"
+                    | "sum_over_time"
+                    | "avg_over_time"
+                    | "min_over_time"
+                    | "max_over_time"
+                    | "last_over_time"
+                    | "present_over_time"
+            ),
+            Consumer::Raw => false,
+        }
+    }
+}
+
 /// One selector's data need: the series its matchers select, between two times (ns, inclusive).
 #[derive(Debug, Clone)]
 pub struct Selection {
     /// All matchers, `__name__` included when the selector names a metric.
     pub matchers: Vec<Matcher>,
+    /// What reads the samples.
+    pub consumer: Consumer,
     /// Earliest sample time any evaluation reads.
     pub start_ns: i64,
     /// Latest sample time any evaluation reads.
@@ -195,6 +229,9 @@ impl Selection {
 /// The compiler from the parser's AST.
 pub(crate) struct Planner {
     pub(crate) selectors: Vec<Vec<Matcher>>,
+    pub(crate) consumers: Vec<Consumer>,
+    /// Inside a subquery: selectors there are evaluated at the subquery's steps, so they read raw.
+    subqueries: usize,
     /// Query start and end (ns), what `@ start()` and `@ end()` mean.
     start_ns: i64,
     end_ns: i64,
@@ -226,7 +263,7 @@ fn system_time_ns(t: &SystemTime) -> Result<i64, Error> {
 
 impl Planner {
     pub(crate) fn new(start_ns: i64, end_ns: i64) -> Self {
-        Self { selectors: Vec::new(), start_ns, end_ns }
+        Self { selectors: Vec::new(), consumers: Vec::new(), subqueries: 0, start_ns, end_ns }
     }
 
     fn anchor(&self, at: &Option<AtModifier>, offset: &Option<Offset>) -> Result<Anchor, Error> {
@@ -253,6 +290,7 @@ impl Planner {
             return Err(Error::BadData("vector selector must contain at least one non-empty matcher".into()));
         }
         self.selectors.push(matchers);
+        self.consumers.push(Consumer::Raw);
         Ok(self.selectors.len() - 1)
     }
 
@@ -263,7 +301,11 @@ impl Planner {
             Expr::Paren(p) => self.plan(&p.expr)?,
             Expr::VectorSelector(vs) => {
                 let anchor = self.anchor(&vs.at, &vs.offset)?;
-                (Node::Instant { selection: self.selector(vs)?, anchor }, Kind::Vector)
+                let selection = self.selector(vs)?;
+                if self.subqueries == 0 {
+                    self.consumers[selection] = Consumer::Instant;
+                }
+                (Node::Instant { selection, anchor }, Kind::Vector)
             }
             Expr::MatrixSelector(ms) => {
                 let anchor = self.anchor(&ms.vs.at, &ms.vs.offset)?;
@@ -272,7 +314,10 @@ impl Planner {
                 (node, Kind::Matrix)
             }
             Expr::Subquery(sq) => {
-                let (inner, kind) = self.plan(&sq.expr)?;
+                self.subqueries += 1;
+                let planned = self.plan(&sq.expr);
+                self.subqueries -= 1;
+                let (inner, kind) = planned?;
                 if !matches!(kind, Kind::Vector | Kind::Scalar) {
                     return Err(Error::BadData(format!(
                         "subquery is only allowed on instant vector, got {} instead",
@@ -308,6 +353,16 @@ impl Planner {
                     _ => Labels::default(),
                 };
                 let kind = func.kind();
+                match (func.matrix_arg().and_then(|i| args.get(i)), args.first()) {
+                    (Some(Node::Matrix { selection, range_ns, .. }), _) if self.subqueries == 0 => {
+                        self.consumers[*selection] = Consumer::OverTime(call.func.name, *range_ns);
+                    }
+                    // `timestamp(x)` reads the samples' own times.
+                    (_, Some(Node::Instant { selection, .. })) if func == Func::Timestamp => {
+                        self.consumers[*selection] = Consumer::Raw;
+                    }
+                    _ => {}
+                }
                 (Node::Call { func, args, absent_labels }, kind)
             }
             Expr::Aggregate(agg) => {

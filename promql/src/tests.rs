@@ -6,10 +6,7 @@ use super::*;
 const S: i64 = 1_000_000_000;
 
 fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> Series {
-    Series {
-        labels: Labels::from_pairs(labels.iter().copied()),
-        samples: samples.iter().map(|&(t, v)| (t * S, v)).collect(),
-    }
+    Series::raw(Labels::from_pairs(labels.iter().copied()), samples.iter().map(|&(t, v)| (t * S, v)).collect())
 }
 
 /// A source over fixed series.
@@ -21,14 +18,10 @@ impl Source for Fixed {
             .0
             .iter()
             .filter(|s| selection.matches(&s.labels))
-            .map(|s| Series {
-                labels: s.labels.clone(),
-                samples: s
-                    .samples
-                    .iter()
-                    .copied()
-                    .filter(|&(t, _)| t >= selection.start_ns && t <= selection.end_ns)
-                    .collect(),
+            .map(|s| {
+                let samples =
+                    s.samples.iter().copied().filter(|&(t, _)| t >= selection.start_ns && t <= selection.end_ns);
+                Series::raw(s.labels.clone(), samples.collect())
             })
             .collect())
     }

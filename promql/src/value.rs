@@ -19,16 +19,62 @@ pub struct Sample {
     pub value: f64,
 }
 
-/// A series: labels and samples `(time ns, value)`, oldest first.
+/// A series: labels and samples `(time ns, value)`, oldest first; or, read from rollups, its
+/// windows.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Series {
     /// Its labels.
     pub labels: Labels,
     /// Its samples, sorted by time.
     pub samples: Vec<(i64, f64)>,
+    /// Rollup windows, sorted by start (then `samples` is empty).
+    pub windows: Vec<Window>,
+}
+
+/// The aggregate of a series' samples in one rollup window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window {
+    /// The window's start (ns).
+    pub start_ns: i64,
+    /// Samples in it.
+    pub count: u64,
+    /// Their sum.
+    pub sum: f64,
+    /// Their minimum.
+    pub min: f64,
+    /// Their maximum.
+    pub max: f64,
+    /// The earliest sample.
+    pub first: (i64, f64),
+    /// The latest sample.
+    pub last: (i64, f64),
+}
+
+impl Window {
+    /// A window of one sample (a raw sample among rollup windows).
+    pub fn of(t: i64, v: f64) -> Self {
+        Window { start_ns: t, count: 1, sum: v, min: v, max: v, first: (t, v), last: (t, v) }
+    }
 }
 
 impl Series {
+    /// A series of raw samples.
+    pub fn raw(labels: Labels, samples: Vec<(i64, f64)>) -> Self {
+        Series { labels, samples, windows: Vec::new() }
+    }
+
+    /// The real samples a window series holds: each window's first and last.
+    pub(crate) fn window_samples(&self) -> Vec<(i64, f64)> {
+        let mut out = Vec::with_capacity(self.windows.len() * 2);
+        for w in &self.windows {
+            out.push(w.first);
+            if w.last.0 != w.first.0 {
+                out.push(w.last);
+            }
+        }
+        out
+    }
+
     /// The samples with `from <= t <= to`.
     pub fn range(&self, from: i64, to: i64) -> &[(i64, f64)] {
         let start = self.samples.partition_point(|&(t, _)| t < from);

@@ -17,7 +17,7 @@ use yaffle_promql::{
 };
 
 use crate::params::{MAX_TIME_NS, MIN_TIME_NS, Params, parse_duration};
-use crate::source::StoreSource;
+use crate::source::{Resolution, StoreSource};
 use crate::{EndpointLabels, QueryState};
 
 /// The Prometheus version whose HTTP API and PromQL semantics Yaffle follows.
@@ -48,6 +48,16 @@ fn json_response(status: StatusCode, body: String, warnings: &[String]) -> Respo
     let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     if let Some(w) = warnings.first().and_then(|w| header::HeaderValue::from_str(w).ok()) {
         response.headers_mut().insert("x-yaffle-warning", w);
+    }
+    response
+}
+
+/// A query's answer, with the resolutions that served it.
+fn answered(data: &str, source: &StoreSource) -> Response {
+    let mut response = success(data, &source.warnings.lock().unwrap_or_else(|e| e.into_inner()));
+    let served: Vec<String> = source.served.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+    if let Ok(v) = header::HeaderValue::from_str(&served.join(",")) {
+        response.headers_mut().insert("x-yaffle-resolution", v);
     }
     response
 }
@@ -166,6 +176,23 @@ struct Request {
 impl QueryState {
     fn begin(&self, query: Option<&str>, headers: &HeaderMap, body: &Bytes) -> Result<Request, Error> {
         let params = Params::new(query, headers, body)?;
+        let resolution = match params.get("resolution") {
+            None | Some("auto") | Some("") => Resolution::Auto,
+            Some("raw") => Resolution::Raw,
+            Some(r) => {
+                let secs = parse_duration(r).map(|ns| ns / 1_000_000_000).unwrap_or(0);
+                match self.resolutions.iter().find(|&&x| i64::from(x) == secs) {
+                    Some(&x) => Resolution::Fixed(x),
+                    None => {
+                        let known: Vec<String> = self.resolutions.iter().map(|r| format!("{r}s")).collect();
+                        return Err(Error::BadData(format!(
+                            "invalid parameter \"resolution\": {r:?} is not raw, auto or a rollup resolution ({})",
+                            known.join(", ")
+                        )));
+                    }
+                }
+            }
+        };
         let Some(store) = &self.store else {
             return Err(Error::Execution(
                 "no store to query here: this ingest node only tees (set store.backend = \"clickhouse\" to query the cluster)"
@@ -182,6 +209,10 @@ impl QueryState {
             database,
             max_samples: self.config.max_samples,
             warnings: Default::default(),
+            resolution,
+            resolutions: Arc::clone(&self.resolutions),
+            steps: None,
+            served: Default::default(),
         };
         Ok(Request { params, source })
     }
@@ -289,7 +320,7 @@ async fn instant_inner(s: &QueryState, q: Option<&str>, headers: &HeaderMap, bod
     let (value, _) = s.evaluate(&req, query, t, t, None).await?;
     let mut data = String::new();
     write_value(&mut data, &value, t);
-    Ok(success(&data, &req.source.warnings.lock().unwrap_or_else(|e| e.into_inner())))
+    Ok(answered(&data, &req.source))
 }
 
 async fn range(State(s): State<QueryState>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
@@ -302,7 +333,7 @@ async fn range(State(s): State<QueryState>, RawQuery(q): RawQuery, headers: Head
 }
 
 async fn range_inner(s: &QueryState, q: Option<&str>, headers: &HeaderMap, body: &Bytes) -> Result<Response, Error> {
-    let req = s.begin(q, headers, body)?;
+    let mut req = s.begin(q, headers, body)?;
     let text = req.params.get("query").unwrap_or("");
     let start = req.params.time("start")?.div_euclid(1_000_000) * 1_000_000;
     let end = req.params.time("end")?.div_euclid(1_000_000) * 1_000_000;
@@ -327,11 +358,12 @@ async fn range_inner(s: &QueryState, q: Option<&str>, headers: &HeaderMap, body:
         )));
     }
     let query = Query::parse(text, start, end)?;
+    req.source.steps = Some((start, step));
     let (_, matrix) = s.evaluate(&req, query, start, end, Some(step)).await?;
     let mut data = String::from(r#"{"resultType":"matrix","result":"#);
     write_matrix(&mut data, &matrix);
     data.push('}');
-    Ok(success(&data, &req.source.warnings.lock().unwrap_or_else(|e| e.into_inner())))
+    Ok(answered(&data, &req.source))
 }
 
 /// The series `match[]` selects between `start` and `end` (every series in the database when no

@@ -15,13 +15,17 @@
 //! (`value` is the bare measurement), tags are labels. The database is `db` (parameter) or the
 //! `X-Yaffle-Database` header, by default the remote_write database. The token auth applies.
 //!
+//! Each selector is read from raw points or from rollups, chosen per query (`resolution=auto`, the
+//! default) or forced (`resolution=raw|1m|5m|1h`); the `X-Yaffle-Resolution` header says what
+//! served the answer. The rules are in [`source`].
+//!
 //! A request is bounded by `query.timeout`, `query.max_samples` (loaded and produced),
 //! `query.max_points_per_series` (Prometheus' 11 000 steps) and `query.max_concurrent` (others
 //! wait, within their timeout); a client that disconnects cancels its query.
 
 mod api;
 mod params;
-mod source;
+pub mod source;
 #[cfg(test)]
 mod tests;
 
@@ -142,18 +146,25 @@ pub struct QueryState {
     pub metrics: Arc<QueryMetrics>,
     /// Turns for evaluation (`max_concurrent`).
     pub turns: Arc<tokio::sync::Semaphore>,
+    /// The rollup resolutions the downsampler writes (seconds), ascending.
+    pub resolutions: Arc<Vec<u32>>,
 }
 
 impl QueryState {
-    /// State for `store` with `config`, registering the metrics in `registry`.
+    /// State for `store` with `config`, registering the metrics in `registry`; `resolutions` are
+    /// the rollups the downsampler writes.
     pub fn new(
         store: Option<Arc<dyn Store>>,
         config: QueryConfig,
         default_database: String,
         auth: Arc<AuthConfig>,
+        resolutions: &[Duration],
         registry: &mut Registry,
     ) -> Self {
+        let mut resolutions: Vec<u32> = resolutions.iter().filter_map(|r| u32::try_from(r.as_secs()).ok()).collect();
+        resolutions.sort_unstable();
         Self {
+            resolutions: Arc::new(resolutions),
             store,
             turns: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent)),
             config: Arc::new(config),

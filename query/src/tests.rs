@@ -37,7 +37,15 @@ async fn state(dir: &std::path::Path, config: QueryConfig, tokens: &[&str]) -> (
     let mut registry = Registry::default();
     let auth =
         yaffle_core::auth::AuthConfig { tokens: tokens.iter().map(|t| t.to_string()).collect(), ..Default::default() };
-    let s = QueryState::new(Some(Arc::new(store)), config, "prometheus".into(), Arc::new(auth), &mut registry);
+    let resolutions = [Duration::from_secs(60), Duration::from_secs(300)];
+    let s = QueryState::new(
+        Some(Arc::new(store)),
+        config,
+        "prometheus".into(),
+        Arc::new(auth),
+        &resolutions,
+        &mut registry,
+    );
     (s, registry)
 }
 
@@ -135,4 +143,142 @@ async fn tokens_are_required_when_configured() {
     let req =
         Request::builder().uri("/api/v1/labels").header("Authorization", "Bearer secret").body(Body::empty()).unwrap();
     assert_eq!(router(s).oneshot(req).await.unwrap().status(), StatusCode::OK);
+}
+
+/// Raw points and their 1m and 5m rollups, as the downsampler writes them.
+async fn store_with_rollups(dir: &std::path::Path) -> QueryState {
+    let store = EmbeddedStore::open(dir, &EmbeddedConfig::default()).await.unwrap();
+    let t0 = 1_699_999_800 * S; // a multiple of 5 minutes
+    let mut points = Vec::new();
+    let mut rows = Vec::new();
+    for (h, host) in ["a", "b"].iter().enumerate() {
+        let key = Arc::new(SeriesKey::new("telegraf", "cpu", vec![("host".into(), host.to_string())]));
+        // Every 10 s, 7 s past the window boundaries, for 2.5 hours; values rise and fall. The
+        // downsampler has rolled up the first 2 hours.
+        let samples: Vec<(i64, f64)> =
+            (0..900).map(|i| (t0 + 7 * S + i * 10 * S, ((i * 37 + h as i64 * 11) % 101) as f64 * 0.25)).collect();
+        for &(t, v) in &samples {
+            points.push(Point::new(Arc::clone(&key), vec![("usage".into(), FieldValue::Float(v))], t));
+        }
+        for resolution_s in [60u32, 300] {
+            let width = i64::from(resolution_s) * S;
+            let mut windows: std::collections::BTreeMap<i64, Vec<(i64, f64)>> = Default::default();
+            for &(t, v) in samples.iter().filter(|(t, _)| *t < t0 + 7200 * S) {
+                windows.entry(t - t.rem_euclid(width)).or_default().push((t, v));
+            }
+            for (start, w) in windows {
+                let values = w.iter().map(|s| s.1);
+                rows.push(yaffle_store::RollupRow {
+                    series: Arc::clone(&key),
+                    series_id: key.id(),
+                    field: "usage".into(),
+                    resolution_s,
+                    window_start_ns: start,
+                    count: w.len() as u64,
+                    sum: values.clone().sum(),
+                    min: values.clone().fold(f64::INFINITY, f64::min),
+                    max: values.fold(f64::NEG_INFINITY, f64::max),
+                    first: w[0],
+                    last: w[w.len() - 1],
+                    sketch: String::new(),
+                    version: w.len() as u64,
+                });
+            }
+        }
+    }
+    store.write_points(&points, 1).await.unwrap();
+    yaffle_store::Store::write_rollups(&store, &rows).await.unwrap();
+    let resolutions = [Duration::from_secs(60), Duration::from_secs(300)];
+    let auth = Arc::new(yaffle_core::auth::AuthConfig::default());
+    QueryState::new(
+        Some(Arc::new(store)),
+        QueryConfig::default(),
+        "telegraf".into(),
+        auth,
+        &resolutions,
+        &mut Registry::default(),
+    )
+}
+
+async fn range_answer(
+    s: &QueryState,
+    query: &str,
+    start: i64,
+    end: i64,
+    step: i64,
+    resolution: &str,
+) -> (String, Value) {
+    let uri = format!(
+        "/api/v1/query_range?query={}&start={start}&end={end}&step={step}&resolution={resolution}",
+        query.replace(' ', "%20").replace('[', "%5B").replace(']', "%5D").replace('(', "%28").replace(')', "%29")
+    );
+    let req = Request::builder().uri(&uri).body(Body::empty()).unwrap();
+    let resp = router(s.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "{uri}");
+    let served = resp.headers()["x-yaffle-resolution"].to_str().unwrap().to_string();
+    let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    (served, body["data"]["result"].clone())
+}
+
+fn assert_same(query: &str, raw: &Value, rolled: &Value) {
+    let (r, o) = (raw.as_array().unwrap(), rolled.as_array().unwrap());
+    assert_eq!(r.len(), o.len(), "{query}: series");
+    assert!(!r.is_empty(), "{query}: no data");
+    for (a, b) in r.iter().zip(o) {
+        assert_eq!(a["metric"], b["metric"], "{query}");
+        let (pa, pb) = (a["values"].as_array().unwrap(), b["values"].as_array().unwrap());
+        assert_eq!(pa.len(), pb.len(), "{query}: points of {}", a["metric"]);
+        for (x, y) in pa.iter().zip(pb) {
+            let (vx, vy): (f64, f64) =
+                (x[1].as_str().unwrap().parse().unwrap(), y[1].as_str().unwrap().parse().unwrap());
+            assert_eq!(x[0], y[0], "{query}");
+            assert!((vx - vy).abs() <= 1e-9 * vx.abs().max(vy.abs()), "{query} at {}: raw {vx}, rollups {vy}", x[0]);
+        }
+    }
+}
+
+/// With steps, start and ranges on window boundaries, rollups answer instant selectors and the
+/// `*_over_time` functions their aggregates hold exactly as raw points do; `auto` picks the largest
+/// resolution that fits and says so, and keeps `rate` on raw points.
+#[tokio::test]
+async fn rollups_answer_aligned_queries_as_raw_points_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store_with_rollups(dir.path()).await;
+    let (start, end) = (1_699_999_800 + 1800, 1_699_999_800 + 7200);
+    // Past the rolled-up span, raw points answer the rest.
+    let (served, rolled) = range_answer(&s, "max_over_time(cpu_usage[10m])", start, end + 1800, 300, "auto").await;
+    assert_eq!(served, "5m,raw");
+    assert_same(
+        "hybrid",
+        &range_answer(&s, "max_over_time(cpu_usage[10m])", start, end + 1800, 300, "raw").await.1,
+        &rolled,
+    );
+    for query in [
+        "cpu_usage",
+        "max_over_time(cpu_usage[10m])",
+        "min_over_time(cpu_usage[5m])",
+        "sum_over_time(cpu_usage[15m])",
+        "count_over_time(cpu_usage[10m])",
+        "avg_over_time(cpu_usage[30m])",
+        "last_over_time(cpu_usage[5m])",
+        "sum by (host) (max_over_time(cpu_usage[10m])) / 2",
+    ] {
+        for (step, expected) in [(300, "5m"), (60, "1m")] {
+            let (served_raw, raw) = range_answer(&s, query, start, end, step, "raw").await;
+            assert_eq!(served_raw, "raw");
+            let (served, rolled) = range_answer(&s, query, start, end, step, "auto").await;
+            assert_eq!(served, expected, "{query} at step {step}");
+            assert_same(query, &raw, &rolled);
+        }
+    }
+    let (served, _) = range_answer(&s, "rate(cpu_usage[10m])", start, end, 300, "auto").await;
+    assert_eq!(served, "raw", "rate needs every sample");
+    // A range that is not a multiple of the resolution, or an unaligned start, stays raw.
+    let (served, _) = range_answer(&s, "max_over_time(cpu_usage[7m])", start, end, 300, "auto").await;
+    assert_eq!(served, "1m");
+    let (served, _) = range_answer(&s, "cpu_usage", start + 30, end, 300, "auto").await;
+    assert_eq!(served, "raw");
+    // Forced onto rollups, an unaligned query is answered (approximately) and says so.
+    let (served, _) = range_answer(&s, "cpu_usage", start + 30, end, 300, "5m").await;
+    assert_eq!(served, "5m");
 }

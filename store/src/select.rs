@@ -20,8 +20,31 @@ pub struct SeriesSelect {
     pub end_ns: i64,
     /// False to read only which series have samples in the span (labels, no samples).
     pub with_samples: bool,
-    /// Samples the answer may hold; past it the read fails with [`crate::StoreError::QueryLimit`].
+    /// Samples (or windows) the answer may hold; past it the read fails with
+    /// [`crate::StoreError::QueryLimit`].
     pub max_samples: usize,
+    /// Read the rollups of this resolution (seconds) instead of raw points: windows starting up to
+    /// a resolution before `start_ns`, so every window holding samples of the span is read.
+    pub resolution_s: Option<u32>,
+}
+
+/// One rollup window of a series (see [`crate::rollups`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window {
+    /// The window's start.
+    pub start_ns: i64,
+    /// Values in it.
+    pub count: u64,
+    /// Their sum.
+    pub sum: f64,
+    /// Their minimum.
+    pub min: f64,
+    /// Their maximum.
+    pub max: f64,
+    /// The earliest sample.
+    pub first: (i64, f64),
+    /// The latest sample.
+    pub last: (i64, f64),
 }
 
 /// One (series, field) with its samples, oldest first.
@@ -33,8 +56,10 @@ pub struct SelectedSeries {
     pub field: String,
     /// Tags, sorted by key.
     pub tags: Vec<(String, String)>,
-    /// `(time ns, value)`, sorted by time; empty when samples were not asked for.
+    /// `(time ns, value)`, sorted by time; empty when samples were not asked for or rollups were.
     pub samples: Vec<(i64, f64)>,
+    /// Rollup windows, sorted by start, when a resolution was asked for.
+    pub windows: Vec<Window>,
 }
 
 /// The answer to a [`SeriesSelect`].
@@ -64,6 +89,7 @@ pub fn name_candidates(name: &str) -> Vec<(String, String)> {
 /// at the same time, keeps the one read last.
 pub(crate) fn finish(series: &mut [SelectedSeries]) {
     for s in series {
+        s.windows.sort_by_key(|w| w.start_ns);
         s.samples.sort_by_key(|&(t, _)| t);
         s.samples.dedup_by(|later, earlier| {
             if later.0 == earlier.0 {

@@ -132,19 +132,22 @@ fn openmetrics(series: &[GenSeries]) -> String {
     out
 }
 
+/// Line protocol in time order, as agents send it (the downsampler counts points far behind its
+/// watermark as late).
 fn line_protocol(series: &[GenSeries]) -> Vec<String> {
-    let mut bodies = Vec::new();
-    let mut body = String::new();
+    let mut lines: Vec<(i64, String)> = Vec::new();
     for s in series {
         let tags: String = s.labels.iter().map(|(k, v)| format!(",{k}={v}")).collect();
-        for &(t, v) in &s.samples {
-            let _ = writeln!(body, "{}{tags} value={v} {t}", s.name);
-            if body.len() > 1 << 20 {
-                bodies.push(std::mem::take(&mut body));
-            }
-        }
+        lines.extend(s.samples.iter().map(|&(t, v)| (t, format!("{}{tags} value={v} {t}\n", s.name))));
     }
-    bodies.push(body);
+    lines.sort_by_key(|(t, _)| *t);
+    let mut bodies = vec![String::new()];
+    for (_, line) in lines {
+        if bodies.last().is_some_and(|b| b.len() > 1 << 20) {
+            bodies.push(String::new());
+        }
+        bodies.last_mut().expect("one body").push_str(&line);
+    }
     bodies
 }
 
@@ -458,9 +461,10 @@ fn expressions(end_ms: i64) -> Vec<String> {
 #[test]
 fn prometheus_api_answers_as_prometheus_does() {
     let dir = tempfile::tempdir().unwrap();
-    // Data up to two hours ago (Yaffle's default write bounds accept it), aligned to a minute.
+    // Data up to two hours ago (Yaffle's default write bounds accept it), aligned to an hour so
+    // dashboards' steps line up with the rollup windows.
     let now_ms = chrono_now_ms();
-    let end_ms = (now_ms - 2 * 3600 * S) / (60 * S) * (60 * S);
+    let end_ms = (now_ms - 2 * 3600 * S) / (3600 * S) * (3600 * S);
     let begun = Instant::now();
     let series = generate(end_ms);
     let total: usize = series.iter().map(|s| s.samples.len()).sum();
@@ -487,10 +491,11 @@ fn prometheus_api_answers_as_prometheus_does() {
     let mut failures = Vec::new();
     let mut compared = 0;
     let mut with_data = 0;
+    let mut range_paths = Vec::new();
     let begun = Instant::now();
     for (i, q) in expressions(end).iter().enumerate() {
         let t = instants[i % instants.len()];
-        let path = format!("/api/v1/query?query={}&time={}", enc(q), secs(t));
+        let path = format!("/api/v1/query?query={}&time={}&resolution=raw", enc(q), secs(t));
         let (p, y) = (get(&prom.url(&path)), get(&yaffle.url(&path)));
         if let Some(d) = differ(q, &p, &y) {
             failures.push(format!("instant {q} @ {}: {d}", secs(t)));
@@ -504,12 +509,13 @@ fn prometheus_api_answers_as_prometheus_does() {
             secs(stop),
             step as f64 / 1000.0
         );
-        let (p, y) = (get(&prom.url(&path)), get(&yaffle.url(&path)));
+        let (p, y) = (get(&prom.url(&path)), get(&yaffle.url(&format!("{path}&resolution=raw"))));
         if let Some(d) = differ(q, &p, &y) {
             failures.push(format!("range {q} [{}, {}] step {}: {d}", secs(start), secs(stop), step / 1000));
         }
         with_data += usize::from(has_data(&p.1));
         compared += 2;
+        range_paths.push((q.clone(), path, p));
     }
     // The metadata endpoints, as Grafana's label and metric browser calls them.
     let (a, b) = (secs(end - 6 * 3600 * S), secs(end));
@@ -536,8 +542,47 @@ fn prometheus_api_answers_as_prometheus_does() {
     assert!(with_data >= 150, "only {with_data} answers hold samples: the corpus tests too little");
     assert!(failures.is_empty(), "{} of {compared} answers differ:\n{}", failures.len(), failures.join("\n"));
 
+    rollups_change_no_answer_auto_picks(&yaffle, &range_paths);
     promtool_is_a_client(&yaffle, end);
     grafana_requests(&yaffle, end);
+}
+
+/// Once the downsampler has written the rollups, `resolution=auto` (the default) answers every
+/// range query of the corpus as Prometheus does, reading rollups where its rules allow; forced onto
+/// 5m rollups, the answers that differ are counted (the approximation the docs describe).
+fn rollups_change_no_answer_auto_picks(yaffle: &Yaffle, range_paths: &[(String, String, (u16, Value))]) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let windows = || yaffle.sql("SELECT count(*) AS n FROM rollups WHERE resolution_s = 300")[0]["n"].as_u64().unwrap();
+    let mut last = 0;
+    loop {
+        std::thread::sleep(Duration::from_secs(2));
+        let now = windows();
+        if now > 0 && now == last {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the downsampler wrote no stable 5m rollups within 120 s ({now})");
+        last = now;
+    }
+    let (mut failures, mut from_rollups, mut forced_differ) = (Vec::new(), 0, 0);
+    for (q, path, prom) in range_paths {
+        let mut r = agent().get(&yaffle.url(path)).call().unwrap();
+        let served =
+            r.headers().get("x-yaffle-resolution").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let body: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+        if served.contains('m') || served.contains('h') {
+            from_rollups += 1;
+        }
+        if let Some(d) = differ(q, prom, &(200, body)) {
+            failures.push(format!("auto ({served}) {q}: {d}"));
+        }
+        forced_differ += usize::from(differ(q, prom, &get(&yaffle.url(&format!("{path}&resolution=5m")))).is_some());
+    }
+    eprintln!(
+        "resolution=auto read rollups for {from_rollups} of {} range queries; forced to 5m, {forced_differ} answers differ from Prometheus",
+        range_paths.len()
+    );
+    assert!(from_rollups >= 20, "auto read rollups for only {from_rollups} queries");
+    assert!(failures.is_empty(), "{} auto answers differ:\n{}", failures.len(), failures.join("\n"));
 }
 
 /// `promtool query` against Yaffle prints what it printed against Prometheus.

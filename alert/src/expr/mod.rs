@@ -74,7 +74,7 @@ impl Source for SeriesStore {
             .iter()
             .map(|&slot| {
                 let s = self.get(slot);
-                Series { labels: s.labels.clone(), samples: s.range(selection.start_ns, selection.end_ns).collect() }
+                Series::raw(s.labels.clone(), s.range(selection.start_ns, selection.end_ns).collect())
             })
             .collect();
         std::future::ready(Ok(series))

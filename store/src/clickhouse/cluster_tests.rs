@@ -132,6 +132,7 @@ async fn series_selected_across_shards_with_names_tags_and_time() {
         end_ns: T0 + 199_000_000_000,
         with_samples: true,
         max_samples: 10_000,
+        resolution_s: None,
     };
     let all = store.select_series(&select(None, vec![])).await.unwrap();
     assert!(all.warnings.is_empty(), "{:?}", all.warnings);

@@ -8,7 +8,7 @@ use arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
 
 use super::ClickHouseStore;
 use crate::select::finish;
-use crate::{Selected, SelectedSeries, SeriesSelect, Store, StoreError};
+use crate::{Selected, SelectedSeries, SeriesSelect, Store, StoreError, Window};
 
 /// A ClickHouse string literal.
 fn quote(s: &str) -> String {
@@ -24,15 +24,29 @@ fn quote(s: &str) -> String {
     out
 }
 
+/// The aggregates of a rollup row, the latest version of each window (merges may not have run).
+const WINDOW_COLUMNS: &str = "argMax(count, version), argMax(sum, version), argMax(min, version), \
+     argMax(max, version), argMax(first, version), argMax(last, version), argMax(first_ns, version), \
+     argMax(last_ns, version)";
+
 /// The SQL of a selection.
 pub(super) fn select_sql(select: &SeriesSelect) -> String {
-    let mut sql = format!(
-        "SELECT series_id, field, time_ns, value, measurement, tag_keys, tag_values FROM points \
-         WHERE database = {} AND time_ns >= {} AND time_ns <= {} AND isNotNull(value)",
-        quote(&select.database),
-        select.start_ns,
-        select.end_ns
-    );
+    let mut sql = match select.resolution_s {
+        None => format!(
+            "SELECT series_id, field, time_ns, measurement, tag_keys, tag_values, value FROM points \
+             WHERE database = {} AND time_ns >= {} AND time_ns <= {} AND isNotNull(value)",
+            quote(&select.database),
+            select.start_ns,
+            select.end_ns
+        ),
+        Some(r) => format!(
+            "SELECT series_id, field, window_start_ns, measurement, tag_keys, tag_values, {WINDOW_COLUMNS} FROM rollups \
+             WHERE database = {} AND resolution_s = {r} AND window_start_ns >= {} AND window_start_ns <= {}",
+            quote(&select.database),
+            select.start_ns.saturating_sub(i64::from(r) * 1_000_000_000),
+            select.end_ns
+        ),
+    };
     if let Some(names) = &select.names {
         let any: Vec<String> =
             names.iter().map(|(m, f)| format!("(measurement = {} AND field = {})", quote(m), quote(f))).collect();
@@ -40,6 +54,9 @@ pub(super) fn select_sql(select: &SeriesSelect) -> String {
     }
     for (k, v) in &select.tags {
         sql.push_str(&format!(" AND tag_values[indexOf(tag_keys, {})] = {}", quote(k), quote(v)));
+    }
+    if select.resolution_s.is_some() {
+        sql.push_str(" GROUP BY series_id, field, window_start_ns, measurement, tag_keys, tag_values");
     }
     sql
 }
@@ -58,9 +75,14 @@ impl ClickHouseStore {
             let ids = batch.column(0).as_primitive::<UInt64Type>();
             let fields = batch.column(1).as_string::<i32>();
             let times = batch.column(2).as_primitive::<Int64Type>();
-            let values = batch.column(3).as_primitive::<Float64Type>();
-            let measurements = batch.column(4).as_string::<i32>();
-            let (keys, vals) = (batch.column(5).as_string::<i32>(), batch.column(6).as_string::<i32>());
+            let measurements = batch.column(3).as_string::<i32>();
+            let (keys, vals) = (batch.column(4).as_string::<i32>(), batch.column(5).as_string::<i32>());
+            // NaN and infinities arrive as null from JSON.
+            let f64_at = |c: usize, row: usize| {
+                let a = batch.column(c).as_primitive::<Float64Type>();
+                if a.is_null(row) { f64::NAN } else { a.value(row) }
+            };
+            let i64_at = |c: usize, row: usize| batch.column(c).as_primitive::<Int64Type>().value(row);
             for row in 0..batch.num_rows() {
                 let key = (ids.value(row), fields.value(row).to_string());
                 let i = match index.get(&key) {
@@ -73,7 +95,7 @@ impl ClickHouseStore {
                             measurement: measurements.value(row).to_string(),
                             field: key.1.clone(),
                             tags,
-                            samples: Vec::new(),
+                            ..Default::default()
                         });
                         index.insert(key, series.len() - 1);
                         series.len() - 1
@@ -87,9 +109,19 @@ impl ClickHouseStore {
                             select.max_samples
                         )));
                     }
-                    // NaN and infinities arrive as null from JSON.
-                    let v = if values.is_null(row) { f64::NAN } else { values.value(row) };
-                    series[i].samples.push((times.value(row), v));
+                    if select.resolution_s.is_some() {
+                        series[i].windows.push(Window {
+                            start_ns: times.value(row),
+                            count: batch.column(6).as_primitive::<UInt64Type>().value(row),
+                            sum: f64_at(7, row),
+                            min: f64_at(8, row),
+                            max: f64_at(9, row),
+                            first: (i64_at(12, row), f64_at(10, row)),
+                            last: (i64_at(13, row), f64_at(11, row)),
+                        });
+                    } else {
+                        series[i].samples.push((times.value(row), f64_at(6, row)));
+                    }
                 }
             }
         }
@@ -112,6 +144,7 @@ mod tests {
             end_ns: 2,
             with_samples: true,
             max_samples: 10,
+            resolution_s: None,
         });
         assert!(sql.contains(r"database = 'd\'b'"), "{sql}");
         assert!(sql.contains(r"(measurement = 'cpu' AND field = 'usage\\x')"), "{sql}");

@@ -1,18 +1,20 @@
-//! `select_series` on the embedded store: one DataFusion scan with the database, the names and the
-//! time span as filters (pruned by Parquet statistics), grouped by (series id, field) as it streams.
+//! `select_series` on the embedded store: one DataFusion scan of `points` (or of `rollups` at one
+//! resolution) with the database, the names and the time span as filters, grouped by (series id,
+//! field) as it streams.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use arrow::array::{Array, AsArray, MapArray, StringArray};
-use arrow::datatypes::{Float64Type, TimestampNanosecondType, UInt64Type};
+use arrow::array::{Array, AsArray, MapArray, RecordBatch};
+use arrow::datatypes::{Float64Type, Int64Type, TimestampNanosecondType, UInt64Type};
 use datafusion::common::ScalarValue;
 use datafusion::prelude::{Expr, col, lit};
 use futures_util::StreamExt;
 
 use super::EmbeddedStore;
+use crate::rollups::ROLLUPS_TABLE;
 use crate::schema::POINTS_TABLE;
 use crate::select::finish;
-use crate::{SelectedSeries, SeriesSelect, StoreError};
+use crate::{SelectedSeries, SeriesSelect, StoreError, Window};
 
 fn time_lit(ns: i64) -> Expr {
     lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())))
@@ -32,14 +34,73 @@ fn tags_of(tags: &MapArray, row: usize) -> Vec<(String, String)> {
     out
 }
 
+/// Columns read first from either table, in this order.
+const KEY_COLUMNS: [&str; 5] = ["series_id", "field", "time", "measurement", "tags"];
+const ROLLUP_COLUMNS: [&str; 8] = ["count", "sum", "min", "max", "first", "last", "first_ns", "last_ns"];
+
+/// Rows grouped into series, with the tag filter and the sample budget.
+struct Grouper {
+    wanted_tags: Vec<(String, String)>,
+    index: HashMap<(u64, String), usize>,
+    skipped: HashSet<(u64, String)>,
+    out: Vec<SelectedSeries>,
+    samples: usize,
+    max_samples: usize,
+}
+
+impl Grouper {
+    /// The series of `row`, `None` when its tags are not wanted.
+    fn series(&mut self, batch: &RecordBatch, row: usize) -> Result<Option<usize>, StoreError> {
+        let id = batch.column(0).as_primitive::<UInt64Type>().value(row);
+        let field = batch.column(1).as_string::<i32>().value(row);
+        let key = (id, field.to_string());
+        if let Some(&i) = self.index.get(&key) {
+            return Ok(Some(i));
+        }
+        if self.skipped.contains(&key) {
+            return Ok(None);
+        }
+        let tags = tags_of(batch.column(4).as_map(), row);
+        if !self.wanted_tags.iter().all(|w| tags.contains(w)) {
+            self.skipped.insert(key);
+            return Ok(None);
+        }
+        let measurement = batch.column(3).as_string::<i32>().value(row).to_string();
+        self.out.push(SelectedSeries { measurement, field: key.1.clone(), tags, ..Default::default() });
+        self.index.insert(key, self.out.len() - 1);
+        Ok(Some(self.out.len() - 1))
+    }
+
+    fn count(&mut self) -> Result<(), StoreError> {
+        self.samples += 1;
+        if self.samples > self.max_samples {
+            return Err(StoreError::QueryLimit(format!("the selection reads more than {} samples", self.max_samples)));
+        }
+        Ok(())
+    }
+}
+
 impl EmbeddedStore {
     pub(super) async fn select(&self, select: &SeriesSelect) -> Result<Vec<SelectedSeries>, StoreError> {
         let ctx = self.session().await?;
+        let (table, start, value_columns) = match select.resolution_s {
+            None => (POINTS_TABLE, select.start_ns, vec!["value"]),
+            // A window holds samples up to a resolution after its start.
+            Some(r) => {
+                (ROLLUPS_TABLE, select.start_ns.saturating_sub(i64::from(r) * 1_000_000_000), ROLLUP_COLUMNS.to_vec())
+            }
+        };
+        if select.resolution_s.is_some() && !ctx.table_exist(ROLLUPS_TABLE).map_err(execution)? {
+            return Ok(Vec::new());
+        }
         let mut filter = col("database")
             .eq(lit(select.database.clone()))
-            .and(col("time").gt_eq(time_lit(select.start_ns)))
-            .and(col("time").lt_eq(time_lit(select.end_ns)))
-            .and(col("value").is_not_null());
+            .and(col("time").gt_eq(time_lit(start)))
+            .and(col("time").lt_eq(time_lit(select.end_ns)));
+        filter = match select.resolution_s {
+            None => filter.and(col("value").is_not_null()),
+            Some(r) => filter.and(col("resolution_s").eq(lit(r))),
+        };
         if let Some(names) = &select.names {
             let any = names
                 .iter()
@@ -48,71 +109,54 @@ impl EmbeddedStore {
                 .unwrap_or(lit(false));
             filter = filter.and(any);
         }
+        let columns: Vec<&str> = KEY_COLUMNS.iter().copied().chain(value_columns).collect();
         let df = ctx
-            .table(POINTS_TABLE)
+            .table(table)
             .await
             .map_err(execution)?
             .filter(filter)
             .map_err(execution)?
-            .select_columns(&["series_id", "field", "time", "value", "measurement", "tags"])
+            .select_columns(&columns)
             .map_err(execution)?;
-        let (max_samples, with_samples) = (select.max_samples, select.with_samples);
-        let wanted_tags = select.tags.clone();
+        let mut g = Grouper {
+            wanted_tags: select.tags.clone(),
+            index: HashMap::new(),
+            skipped: HashSet::new(),
+            out: Vec::new(),
+            samples: 0,
+            max_samples: select.max_samples,
+        };
+        let (with_samples, rollups) = (select.with_samples, select.resolution_s.is_some());
         let run = async move {
             let mut stream = df.execute_stream().await.map_err(execution)?;
-            let mut index: HashMap<(u64, String), usize> = HashMap::new();
-            let mut out: Vec<SelectedSeries> = Vec::new();
-            // Series whose tags miss a wanted value: skipped without building them again.
-            let mut skipped: std::collections::HashSet<(u64, String)> = Default::default();
-            let mut samples = 0usize;
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(execution)?;
-                let ids = batch.column(0).as_primitive::<UInt64Type>();
-                let fields = batch
-                    .column(1)
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .ok_or_else(|| execution("field is not a string"))?;
                 let times = batch.column(2).as_primitive::<TimestampNanosecondType>();
-                let values = batch.column(3).as_primitive::<Float64Type>();
-                let measurements = batch.column(4).as_string::<i32>();
-                let tags = batch.column(5).as_map();
+                let f64s = |i: usize| batch.column(5 + i).as_primitive::<Float64Type>();
                 for row in 0..batch.num_rows() {
-                    let key = (ids.value(row), fields.value(row).to_string());
-                    if skipped.contains(&key) {
+                    let Some(i) = g.series(&batch, row)? else { continue };
+                    if !with_samples {
                         continue;
                     }
-                    let i = match index.get(&key) {
-                        Some(&i) => i,
-                        None => {
-                            let t = tags_of(tags, row);
-                            if !wanted_tags.iter().all(|w| t.contains(w)) {
-                                skipped.insert(key);
-                                continue;
-                            }
-                            out.push(SelectedSeries {
-                                measurement: measurements.value(row).to_string(),
-                                field: key.1.clone(),
-                                tags: t,
-                                samples: Vec::new(),
-                            });
-                            index.insert(key, out.len() - 1);
-                            out.len() - 1
-                        }
-                    };
-                    if with_samples {
-                        samples += 1;
-                        if samples > max_samples {
-                            return Err(StoreError::QueryLimit(format!(
-                                "the selection reads more than {max_samples} samples"
-                            )));
-                        }
-                        out[i].samples.push((times.value(row), values.value(row)));
+                    g.count()?;
+                    if rollups {
+                        let ns = |i: usize| batch.column(5 + i).as_primitive::<Int64Type>().value(row);
+                        g.out[i].windows.push(Window {
+                            start_ns: times.value(row),
+                            count: batch.column(5).as_primitive::<UInt64Type>().value(row),
+                            sum: f64s(1).value(row),
+                            min: f64s(2).value(row),
+                            max: f64s(3).value(row),
+                            first: (ns(6), f64s(4).value(row)),
+                            last: (ns(7), f64s(5).value(row)),
+                        });
+                    } else {
+                        g.out[i].samples.push((times.value(row), f64s(0).value(row)));
                     }
                 }
             }
-            finish(&mut out);
-            Ok(out)
+            finish(&mut g.out);
+            Ok(g.out)
         };
         self.queries.run(self.limits.timeout, "store.embedded.query.timeout", run).await
     }

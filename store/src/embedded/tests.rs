@@ -365,6 +365,7 @@ async fn series_selected_by_name_tags_and_time() {
         end_ns: 2 * DAY + 5,
         with_samples: true,
         max_samples: 100,
+        resolution_s: None,
     };
     let got = store.select_series(&select).await.unwrap();
     assert_eq!(got.series.len(), 1, "{got:?}");

@@ -13,6 +13,7 @@
 //! Guarantees: [`SeriesKey::id`] never changes for a given key (pinned by tests); [`Batch::decode`]
 //! returns exactly what [`Batch::encode`] was given and never panics on corrupt input.
 
+pub mod aggregate;
 pub mod auth;
 pub mod batch;
 pub mod error;
@@ -24,6 +25,7 @@ pub mod series;
 pub mod strategy;
 pub mod tsbs;
 
+pub use aggregate::{Aggregate, Window};
 pub use batch::Batch;
 pub use error::ErrorStatus;
 pub use point::{FieldType, FieldValue, Point};

@@ -85,13 +85,13 @@ impl Ctx<'_> {
             *s.samples.get(end.checked_sub(1)?)?
         } else {
             let end = s.windows.partition_point(|w| w.start_ns <= refer);
-            let w = s.windows.get(end.checked_sub(1)?)?;
+            let w = &s.windows.get(end.checked_sub(1)?)?.aggregate;
             if w.last.0 <= refer {
                 w.last
             } else if w.first.0 <= refer {
                 w.first
             } else {
-                s.windows.get(end.checked_sub(2)?)?.last
+                s.windows.get(end.checked_sub(2)?)?.aggregate.last
             }
         };
         if ts < refer.saturating_sub(self.cfg.lookback_ns()) || is_stale(v) {
@@ -400,18 +400,19 @@ impl Ctx<'_> {
 /// across `end`, its first sample when that is in; of one across `start`, its last when that is in.
 /// Exact when `start` and `end` are window boundaries (a window's samples start at its start).
 fn windows_in(windows: &[crate::Window], start: i64, end: i64) -> Vec<crate::Window> {
-    let from = windows.partition_point(|w| w.last.0 < start);
+    let from = windows.partition_point(|w| w.aggregate.last.0 < start);
     let mut out = Vec::new();
     for w in &windows[from..] {
-        if w.first.0 > end {
+        let (first, last) = (w.aggregate.first, w.aggregate.last);
+        if first.0 > end {
             break;
         }
-        if w.first.0 >= start && w.last.0 <= end {
+        if first.0 >= start && last.0 <= end {
             out.push(*w);
-        } else if w.first.0 >= start {
-            out.push(crate::Window::of(w.first.0, w.first.1));
-        } else if w.last.0 <= end {
-            out.push(crate::Window::of(w.last.0, w.last.1));
+        } else if first.0 >= start {
+            out.push(crate::Window::of(first.0, first.1));
+        } else if last.0 <= end {
+            out.push(crate::Window::of(last.0, last.1));
         }
     }
     out

@@ -444,18 +444,19 @@ pub(crate) fn over_time(
 /// `func` over rollup windows (at least one), for the functions their aggregates answer; `None`
 /// for the others.
 pub(crate) fn over_windows(func: Func, windows: &[crate::Window]) -> Option<f64> {
-    let count: u64 = windows.iter().map(|w| w.count).sum();
+    let aggregates = || windows.iter().map(|w| &w.aggregate);
+    let count: u64 = aggregates().map(|a| a.count).sum();
     let sum = || {
-        let (s, c) = windows.iter().fold((0.0, 0.0), |(s, c), w| kahan_inc(w.sum, s, c));
+        let (s, c) = aggregates().fold((0.0, 0.0), |(s, c), a| kahan_inc(a.sum, s, c));
         s + c
     };
     Some(match func {
         Func::CountOverTime => count as f64,
         Func::SumOverTime => sum(),
         Func::AvgOverTime => sum() / count as f64,
-        Func::MinOverTime => windows.iter().fold(f64::NAN, |m, w| if w.min < m || m.is_nan() { w.min } else { m }),
-        Func::MaxOverTime => windows.iter().fold(f64::NAN, |m, w| if w.max > m || m.is_nan() { w.max } else { m }),
-        Func::LastOverTime => windows[windows.len() - 1].last.1,
+        Func::MinOverTime => aggregates().fold(f64::NAN, |m, a| if a.min < m || m.is_nan() { a.min } else { m }),
+        Func::MaxOverTime => aggregates().fold(f64::NAN, |m, a| if a.max > m || m.is_nan() { a.max } else { m }),
+        Func::LastOverTime => windows[windows.len() - 1].aggregate.last.1,
         Func::PresentOverTime => 1.0,
         _ => return None,
     })

@@ -40,7 +40,8 @@ use std::time::{Duration, Instant};
 pub use labels::{Labels, METRIC_NAME};
 pub use plan::{Consumer, Kind, Selection, absent_labels};
 pub use promql_parser::label::{MatchOp, Matcher};
-pub use value::{STALE_NAN_BITS, Sample, Series, Value, Window, format_value, is_stale};
+pub use value::{STALE_NAN_BITS, Sample, Series, Value, format_value, is_stale};
+pub use yaffle_core::Window;
 
 pub use eval::valid_label_name;
 

@@ -1,5 +1,7 @@
 //! The values expressions evaluate to, and Prometheus' text form of a number.
 
+use yaffle_core::Window;
+
 use crate::labels::Labels;
 
 /// Prometheus' staleness marker: a NaN with this bit pattern ends a series at its timestamp.
@@ -31,32 +33,6 @@ pub struct Series {
     pub windows: Vec<Window>,
 }
 
-/// The aggregate of a series' samples in one rollup window.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Window {
-    /// The window's start (ns).
-    pub start_ns: i64,
-    /// Samples in it.
-    pub count: u64,
-    /// Their sum.
-    pub sum: f64,
-    /// Their minimum.
-    pub min: f64,
-    /// Their maximum.
-    pub max: f64,
-    /// The earliest sample.
-    pub first: (i64, f64),
-    /// The latest sample.
-    pub last: (i64, f64),
-}
-
-impl Window {
-    /// A window of one sample (a raw sample among rollup windows).
-    pub fn of(t: i64, v: f64) -> Self {
-        Window { start_ns: t, count: 1, sum: v, min: v, max: v, first: (t, v), last: (t, v) }
-    }
-}
-
 impl Series {
     /// A series of raw samples.
     pub fn raw(labels: Labels, samples: Vec<(i64, f64)>) -> Self {
@@ -67,9 +43,10 @@ impl Series {
     pub(crate) fn window_samples(&self) -> Vec<(i64, f64)> {
         let mut out = Vec::with_capacity(self.windows.len() * 2);
         for w in &self.windows {
-            out.push(w.first);
-            if w.last.0 != w.first.0 {
-                out.push(w.last);
+            let a = &w.aggregate;
+            out.push(a.first);
+            if a.last.0 != a.first.0 {
+                out.push(a.last);
             }
         }
         out

@@ -142,17 +142,8 @@ impl StoreSource {
         for s in rolled {
             let labels = labels_of(&s);
             if selection.matches(&labels) {
-                let windows = s.windows.iter().map(|w| Window {
-                    start_ns: w.start_ns,
-                    count: w.count,
-                    sum: w.sum,
-                    min: w.min,
-                    max: w.max,
-                    first: w.first,
-                    last: w.last,
-                });
                 index.insert(labels.clone(), out.len());
-                out.push(Series { labels, samples: Vec::new(), windows: windows.collect() });
+                out.push(Series { labels, samples: Vec::new(), windows: s.windows });
             }
         }
         let from_rollups = resolution_s.is_some() && !out.is_empty();

@@ -37,7 +37,8 @@ use yaffle_core::Point;
 pub use error::StoreError;
 pub use query::{OutputFormat, QueryLimits, QueryResult};
 pub use rollups::RollupRow;
-pub use select::{Selected, SelectedSeries, SeriesSelect, Window, name_candidates};
+pub use select::{Selected, SelectedSeries, SeriesSelect, name_candidates};
+pub use yaffle_core::{Aggregate, Window};
 
 /// A place points are kept and queried: the read side every backend offers.
 #[async_trait::async_trait]

@@ -1,6 +1,7 @@
 //! Reading raw samples by series for the query engine: the selection pushed down to a backend, and
 //! what it returns.
 
+use yaffle_core::Window;
 use yaffle_core::point::PROMETHEUS_VALUE_FIELD;
 
 /// Which raw samples to read: one database, optionally only some (measurement, field) pairs, a
@@ -26,25 +27,6 @@ pub struct SeriesSelect {
     /// Read the rollups of this resolution (seconds) instead of raw points: windows starting up to
     /// a resolution before `start_ns`, so every window holding samples of the span is read.
     pub resolution_s: Option<u32>,
-}
-
-/// One rollup window of a series (see [`crate::rollups`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Window {
-    /// The window's start.
-    pub start_ns: i64,
-    /// Values in it.
-    pub count: u64,
-    /// Their sum.
-    pub sum: f64,
-    /// Their minimum.
-    pub min: f64,
-    /// Their maximum.
-    pub max: f64,
-    /// The earliest sample.
-    pub first: (i64, f64),
-    /// The latest sample.
-    pub last: (i64, f64),
 }
 
 /// One (series, field) with its samples, oldest first.

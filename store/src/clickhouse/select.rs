@@ -8,7 +8,7 @@ use arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
 
 use super::ClickHouseStore;
 use crate::select::finish;
-use crate::{Selected, SelectedSeries, SeriesSelect, Store, StoreError, Window};
+use crate::{Aggregate, Selected, SelectedSeries, SeriesSelect, Store, StoreError, Window};
 
 /// A ClickHouse string literal.
 fn quote(s: &str) -> String {
@@ -110,15 +110,15 @@ impl ClickHouseStore {
                         )));
                     }
                     if select.resolution_s.is_some() {
-                        series[i].windows.push(Window {
-                            start_ns: times.value(row),
+                        let aggregate = Aggregate {
                             count: batch.column(6).as_primitive::<UInt64Type>().value(row),
                             sum: f64_at(7, row),
                             min: f64_at(8, row),
                             max: f64_at(9, row),
                             first: (i64_at(12, row), f64_at(10, row)),
                             last: (i64_at(13, row), f64_at(11, row)),
-                        });
+                        };
+                        series[i].windows.push(Window { start_ns: times.value(row), aggregate });
                     } else {
                         series[i].samples.push((times.value(row), f64_at(6, row)));
                     }

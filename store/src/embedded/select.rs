@@ -14,7 +14,7 @@ use super::EmbeddedStore;
 use crate::rollups::ROLLUPS_TABLE;
 use crate::schema::POINTS_TABLE;
 use crate::select::finish;
-use crate::{SelectedSeries, SeriesSelect, StoreError, Window};
+use crate::{Aggregate, SelectedSeries, SeriesSelect, StoreError, Window};
 
 fn time_lit(ns: i64) -> Expr {
     lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())))
@@ -141,15 +141,15 @@ impl EmbeddedStore {
                     g.count()?;
                     if rollups {
                         let ns = |i: usize| batch.column(5 + i).as_primitive::<Int64Type>().value(row);
-                        g.out[i].windows.push(Window {
-                            start_ns: times.value(row),
+                        let aggregate = Aggregate {
                             count: batch.column(5).as_primitive::<UInt64Type>().value(row),
                             sum: f64s(1).value(row),
                             min: f64s(2).value(row),
                             max: f64s(3).value(row),
                             first: (ns(6), f64s(4).value(row)),
                             last: (ns(7), f64s(5).value(row)),
-                        });
+                        };
+                        g.out[i].windows.push(Window { start_ns: times.value(row), aggregate });
                     } else {
                         g.out[i].samples.push((times.value(row), f64s(0).value(row)));
                     }

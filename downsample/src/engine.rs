@@ -180,20 +180,14 @@ impl Engine {
 /// A finished window as a store row. Its version is its count: a window rebuilt from more of the log
 /// replaces one built from less, and one rebuilt from the same points is the same row.
 pub fn row(r: Rollup) -> RollupRow {
-    let a = &r.aggregate;
     RollupRow {
         series_id: yaffle_core::SeriesId(r.series_id),
         series: r.series,
         field: r.field,
         resolution_s: r.resolution.as_secs() as u32,
         window_start_ns: r.window_start,
-        count: a.count,
-        sum: a.sum,
-        min: a.min,
-        max: a.max,
-        first: a.first,
-        last: a.last,
+        aggregate: r.aggregate,
         sketch: r.sketch,
-        version: a.count,
+        version: r.aggregate.count,
     }
 }

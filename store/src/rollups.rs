@@ -27,7 +27,7 @@ use arrow::array::{
     UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use yaffle_core::{SeriesId, SeriesKey};
+use yaffle_core::{Aggregate, SeriesId, SeriesKey};
 
 use crate::schema::{tags_builder, tags_type};
 
@@ -47,18 +47,8 @@ pub struct RollupRow {
     pub resolution_s: u32,
     /// Window start, ns since the epoch.
     pub window_start_ns: i64,
-    /// Values in the window.
-    pub count: u64,
-    /// Their sum.
-    pub sum: f64,
-    /// Their minimum.
-    pub min: f64,
-    /// Their maximum.
-    pub max: f64,
-    /// The earliest value and its timestamp.
-    pub first: (i64, f64),
-    /// The latest value and its timestamp.
-    pub last: (i64, f64),
+    /// Count, sum, min, max, first and last of the window's values.
+    pub aggregate: Aggregate,
     /// The quantile sketch as [`crate::sketch::encode`] writes it; empty without one.
     pub sketch: String,
     /// Of two rows with one key, the larger version wins (the downsampler uses the count: a window
@@ -115,14 +105,14 @@ pub fn rollups_to_batch<'a>(
         }
         tags.append(true)?;
         field.append_value(&r.field);
-        count.append_value(r.count);
-        sum.append_value(r.sum);
-        min.append_value(r.min);
-        max.append_value(r.max);
-        first.append_value(r.first.1);
-        last.append_value(r.last.1);
-        first_ns.append_value(r.first.0);
-        last_ns.append_value(r.last.0);
+        count.append_value(r.aggregate.count);
+        sum.append_value(r.aggregate.sum);
+        min.append_value(r.aggregate.min);
+        max.append_value(r.aggregate.max);
+        first.append_value(r.aggregate.first.1);
+        last.append_value(r.aggregate.last.1);
+        first_ns.append_value(r.aggregate.first.0);
+        last_ns.append_value(r.aggregate.last.0);
         sketch.append_value(&r.sketch);
         version.append_value(r.version);
     }

@@ -87,12 +87,13 @@ pub(super) fn rollup_block<'a>(rows: impl IntoIterator<Item = (&'a RollupRow, u6
         b.extend_from_slice(&r.window_start_ns.to_le_bytes());
         b.extend_from_slice(&encode_series(&r.series, r.series_id.0));
         string(&mut b, &r.field);
-        b.extend_from_slice(&r.count.to_le_bytes());
-        for v in [r.sum, r.min, r.max, r.first.1, r.last.1] {
+        b.extend_from_slice(&r.aggregate.count.to_le_bytes());
+        let a = &r.aggregate;
+        for v in [a.sum, a.min, a.max, a.first.1, a.last.1] {
             b.extend_from_slice(&v.to_le_bytes());
         }
-        b.extend_from_slice(&r.first.0.to_le_bytes());
-        b.extend_from_slice(&r.last.0.to_le_bytes());
+        b.extend_from_slice(&a.first.0.to_le_bytes());
+        b.extend_from_slice(&a.last.0.to_le_bytes());
         string(&mut b, &r.sketch);
         b.extend_from_slice(&r.version.to_le_bytes());
         n += 1;

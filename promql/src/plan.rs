@@ -217,11 +217,12 @@ impl Selection {
         self.matchers.iter().find(|m| m.name == METRIC_NAME && m.op == MatchOp::Equal).map(|m| m.value.as_str())
     }
 
-    /// The label values equality matchers fix (other than the name).
+    /// The label values equality matchers require (other than the name; `l=""` also matches series
+    /// without `l`, so it requires nothing).
     pub fn equalities(&self) -> impl Iterator<Item = (&str, &str)> {
         self.matchers
             .iter()
-            .filter(|m| m.name != METRIC_NAME && m.op == MatchOp::Equal)
+            .filter(|m| m.name != METRIC_NAME && m.op == MatchOp::Equal && !m.value.is_empty())
             .map(|m| (m.name.as_str(), m.value.as_str()))
     }
 }

@@ -74,6 +74,11 @@ async fn fields_are_metrics_and_the_database_is_chosen_per_request() {
     assert_eq!(result.len(), 2, "{body}");
     assert_eq!(result[0]["metric"], serde_json::json!({"__name__": "cpu_usage", "host": "a"}));
     assert_eq!(result[0]["value"], serde_json::json!([t, "30"]));
+    // `l=""` selects series without `l`; an equality on a tag is pushed down.
+    let (_, absent) = get(&s, &format!("/api/v1/query?query=cpu_usage%7Brack%3D%22%22%7D&time={t}&db=telegraf")).await;
+    assert_eq!(absent["data"]["result"].as_array().unwrap().len(), 2, "{absent}");
+    let (_, one) = get(&s, &format!("/api/v1/query?query=cpu_usage%7Bhost%3D%22b%22%7D&time={t}&db=telegraf")).await;
+    assert_eq!(one["data"]["result"][0]["metric"]["host"], "b", "{one}");
     // Strings are not samples; the default database is remote_write's.
     let (_, notes) = get(&s, &format!("/api/v1/query?query=cpu_note&time={t}&db=telegraf")).await;
     assert_eq!(notes["data"]["result"], serde_json::json!([]));

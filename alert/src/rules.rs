@@ -303,18 +303,12 @@ impl RuleSet {
 fn templates(map: BTreeMap<String, String>, what: &str) -> Result<Vec<(String, Template)>, String> {
     map.into_iter()
         .map(|(k, v)| {
-            if !valid_label_name(&k) {
+            if !yaffle_promql::valid_label_name(&k) {
                 return Err(format!("invalid {what} name {k:?}"));
             }
             Template::parse(&v).map(|t| (k.clone(), t)).map_err(|e| format!("{what} {k:?}: {e}"))
         })
         .collect()
-}
-
-fn valid_label_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// A Prometheus duration (`30s`, `5m`, `1h30m`, `1d`, `1w`, `1y`, `500ms`).

@@ -35,7 +35,7 @@ impl Series {
 /// A compiled selector: its matchers and the series it matches.
 #[derive(Debug)]
 pub(crate) struct SelectorEntry {
-    pub(crate) matchers: Vec<Matcher>,
+    matchers: Vec<Matcher>,
     pub(crate) members: Vec<u32>,
 }
 

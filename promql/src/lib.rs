@@ -1,10 +1,11 @@
 //! Yaffle's PromQL engine: one evaluator, with Prometheus 2.x semantics, over a small trait for
-//! "the samples of the series these matchers select in this time range" ([`Source`]). The query
-//! API reads the store through it; alerting reads its in-memory windows.
+//! "the samples of the series these matchers select in this time range" ([`Source`]).
 //!
 //! A query runs in two phases: [`Query::selections`] says what every selector reads (matchers and a
-//! time span, widened by ranges, offsets, `@`, subqueries and the lookback), the source loads it
-//! once, then evaluation walks the expression at each step over the loaded samples, without I/O.
+//! time span, widened by ranges, offsets, `@`, subqueries and the lookback), the data is loaded
+//! once ([`Query::load`] from a [`Source`]: the query API reads the store so; alerting hands over
+//! its in-memory series directly), then evaluation walks the expression at each step over the
+//! loaded samples, without I/O.
 //!
 //! Semantics follow Prometheus 2.42: an instant selector sees the latest sample in
 //! `[t - lookback, t]` unless it is a staleness marker; a range selector `[r]` sees `[t - r, t]`
@@ -40,6 +41,8 @@ use std::time::{Duration, Instant};
 pub use labels::{Labels, METRIC_NAME};
 pub use plan::{Consumer, Kind, Selection, absent_labels};
 pub use promql_parser::label::{MatchOp, Matcher};
+/// A Prometheus duration (`5m`, `1h30m`, `100ms`, or float seconds).
+pub use promql_parser::util::parse_duration;
 pub use value::{STALE_NAN_BITS, Sample, Series, Value, format_value, is_stale};
 pub use yaffle_core::Window;
 
@@ -177,22 +180,6 @@ impl Query {
     /// Whether a selector or subquery has an `@` modifier.
     pub fn uses_at(&self) -> bool {
         plan::uses_at(&self.node)
-    }
-
-    /// [`Query::load`] from a source whose futures are ready at once (an in-memory one), without an
-    /// async runtime.
-    pub fn load_ready(
-        &self,
-        source: &impl Source,
-        start_ns: i64,
-        end_ns: i64,
-        cfg: &EngineConfig,
-    ) -> Result<Vec<Vec<Series>>, Error> {
-        let load = std::pin::pin!(self.load(source, start_ns, end_ns, cfg));
-        match load.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
-            std::task::Poll::Ready(result) => result,
-            std::task::Poll::Pending => Err(Error::Execution("the sample source is not in memory".into())),
-        }
     }
 
     /// What each selector reads when the query is evaluated at every time in `[start, end]`.

@@ -248,12 +248,24 @@ impl QueryState {
         }
     }
 
-    fn count(&self, endpoint: &'static str, result: &Result<Response, Error>) {
-        let status = match result {
+    /// Every endpoint's frame: the token check, then `answer`, counted by outcome, an error in
+    /// Prometheus' shape.
+    async fn respond(
+        &self,
+        endpoint: &'static str,
+        headers: &HeaderMap,
+        answer: impl Future<Output = Result<Response, Error>>,
+    ) -> Response {
+        if let Some(denied) = self.deny(headers) {
+            return denied;
+        }
+        let result = answer.await;
+        let status = match &result {
             Ok(_) => "success",
             Err(e) => e.error_type(),
         };
         self.metrics.requests.get_or_create(&EndpointLabels { endpoint, status }).inc();
+        result.unwrap_or_else(|e| error_response(&e))
     }
 
     /// Loads and evaluates `query` within the request's budget, on a blocking thread; dropping the
@@ -303,12 +315,7 @@ fn now_ns() -> i64 {
 }
 
 async fn instant(State(s): State<QueryState>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(denied) = s.deny(&headers) {
-        return denied;
-    }
-    let result = instant_inner(&s, q.as_deref(), &headers, &body).await;
-    s.count("query", &result);
-    result.unwrap_or_else(|e| error_response(&e))
+    s.respond("query", &headers, instant_inner(&s, q.as_deref(), &headers, &body)).await
 }
 
 async fn instant_inner(s: &QueryState, q: Option<&str>, headers: &HeaderMap, body: &Bytes) -> Result<Response, Error> {
@@ -324,12 +331,7 @@ async fn instant_inner(s: &QueryState, q: Option<&str>, headers: &HeaderMap, bod
 }
 
 async fn range(State(s): State<QueryState>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(denied) = s.deny(&headers) {
-        return denied;
-    }
-    let result = range_inner(&s, q.as_deref(), &headers, &body).await;
-    s.count("query_range", &result);
-    result.unwrap_or_else(|e| error_response(&e))
+    s.respond("query_range", &headers, range_inner(&s, q.as_deref(), &headers, &body)).await
 }
 
 async fn range_inner(s: &QueryState, q: Option<&str>, headers: &HeaderMap, body: &Bytes) -> Result<Response, Error> {
@@ -396,10 +398,7 @@ async fn matched_series(s: &QueryState, req: &Request, required: bool) -> Result
 }
 
 async fn series(State(s): State<QueryState>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(denied) = s.deny(&headers) {
-        return denied;
-    }
-    let result = async {
+    let answer = async {
         let req = s.begin(q.as_deref(), &headers, &body)?;
         let found = matched_series(&s, &req, true).await?;
         let mut data = String::from("[");
@@ -411,26 +410,19 @@ async fn series(State(s): State<QueryState>, RawQuery(q): RawQuery, headers: Hea
         }
         data.push(']');
         Ok(success(&data, &req.source.warnings.lock().unwrap_or_else(|e| e.into_inner())))
-    }
-    .await;
-    s.count("series", &result);
-    result.unwrap_or_else(|e| error_response(&e))
+    };
+    s.respond("series", &headers, answer).await
 }
 
 async fn labels(State(s): State<QueryState>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(denied) = s.deny(&headers) {
-        return denied;
-    }
-    let result = async {
+    let answer = async {
         let req = s.begin(q.as_deref(), &headers, &body)?;
         let found = matched_series(&s, &req, false).await?;
         let names: BTreeSet<&str> = found.iter().flat_map(|l| l.iter().map(|(k, _)| k)).collect();
         let data = serde_json::to_string(&names).unwrap_or_else(|_| "[]".into());
         Ok(success(&data, &req.source.warnings.lock().unwrap_or_else(|e| e.into_inner())))
-    }
-    .await;
-    s.count("labels", &result);
-    result.unwrap_or_else(|e| error_response(&e))
+    };
+    s.respond("labels", &headers, answer).await
 }
 
 async fn label_values(
@@ -439,10 +431,7 @@ async fn label_values(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(denied) = s.deny(&headers) {
-        return denied;
-    }
-    let result = async {
+    let answer = async {
         let req = s.begin(q.as_deref(), &headers, &Bytes::new())?;
         if !valid_label_name(&name) {
             return Err(Error::BadData(format!("invalid label name: {name:?}")));
@@ -451,10 +440,8 @@ async fn label_values(
         let values: BTreeSet<&str> = found.iter().filter_map(|l| l.get(&name)).collect();
         let data = serde_json::to_string(&values).unwrap_or_else(|_| "[]".into());
         Ok(success(&data, &req.source.warnings.lock().unwrap_or_else(|e| e.into_inner())))
-    }
-    .await;
-    s.count("label_values", &result);
-    result.unwrap_or_else(|e| error_response(&e))
+    };
+    s.respond("label_values", &headers, answer).await
 }
 
 async fn metadata() -> Response {

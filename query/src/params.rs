@@ -90,34 +90,8 @@ pub(crate) fn parse_duration(s: &str) -> Result<i64, String> {
         }
         return Ok(ns as i64);
     }
-    let bad = || format!("cannot parse {s:?} to a valid duration");
-    let mut rest = s;
-    let mut total: i64 = 0;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: i64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let unit: i64 = match &rest[..unit_len] {
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            "d" => 86_400_000_000_000,
-            "w" => 7 * 86_400_000_000_000,
-            "y" => 365 * 86_400_000_000_000,
-            _ => return Err(bad()),
-        };
-        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
+    let d = yaffle_promql::parse_duration(s).map_err(|e| format!("cannot parse {s:?} to a valid duration: {e}"))?;
+    i64::try_from(d.as_nanos()).map_err(|_| format!("cannot parse {s:?} to a valid duration. It overflows int64"))
 }
 
 #[cfg(test)]

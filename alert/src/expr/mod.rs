@@ -1,5 +1,6 @@
 //! Rule expressions: parsed and evaluated by the shared PromQL engine ([`yaffle_promql`]) over the
-//! evaluator's in-memory series (the series store is the engine's [`Source`] here).
+//! evaluator's in-memory series. Each selector of a rule is interned once when the rule loads, so
+//! evaluation hands the engine the series of each selection by its interned id, without matching.
 //!
 //! Everything the engine evaluates is accepted (its table is in [`yaffle_promql`]), except the `@`
 //! modifier: a rule is evaluated at its evaluation time, where `@ start()` and `@ end()` change
@@ -7,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use yaffle_promql::{Budget, EngineConfig, Kind, Matcher, Query, Selection, Series, Source};
+use yaffle_promql::{Budget, EngineConfig, Kind, Matcher, Query, Series};
 
 pub(crate) use yaffle_promql::Value;
 
@@ -62,23 +63,24 @@ pub(crate) fn evaluate(compiled: &Compiled, store: &SeriesStore, at: i64, lookba
         max_samples: usize::MAX,
         ..EngineConfig::default()
     };
-    let data = compiled.query.load_ready(store, at, at, &cfg).map_err(|e| e.to_string())?;
+    // `selections` lists the query's selectors in order, as `compiled.selectors` interned them.
+    let data: Vec<Vec<Series>> = compiled
+        .query
+        .selections(at, at, &cfg)
+        .iter()
+        .zip(&compiled.selectors)
+        .map(|(selection, &id)| {
+            store.selectors[id]
+                .members
+                .iter()
+                .map(|&slot| {
+                    let s = store.get(slot);
+                    Series::raw(s.labels.clone(), s.range(selection.start_ns, selection.end_ns).collect())
+                })
+                .collect()
+        })
+        .collect();
     compiled.query.instant(&data, at, &cfg, &Budget::default()).map_err(|e| e.to_string())
-}
-
-impl Source for SeriesStore {
-    fn select(&self, selection: &Selection) -> impl Future<Output = Result<Vec<Series>, yaffle_promql::Error>> + Send {
-        let members = self.selectors.iter().find(|s| s.matchers == selection.matchers).map(|s| &s.members[..]);
-        let series = members
-            .unwrap_or(&[])
-            .iter()
-            .map(|&slot| {
-                let s = self.get(slot);
-                Series::raw(s.labels.clone(), s.range(selection.start_ns, selection.end_ns).collect())
-            })
-            .collect();
-        std::future::ready(Ok(series))
-    }
 }
 
 #[cfg(test)]
